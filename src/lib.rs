@@ -1,0 +1,26 @@
+//! debitcore: a sharded, in-memory debit and pre-authorization engine.
+//!
+//! A payment gateway embeds this crate. Every account lives on one shard;
+//! each shard is owned by one worker thread that alone touches its tables.
+//! Gateway threads hold a [`Client`] that batches their requests on the way
+//! in. See `ARCHITECTURE.md` for the map and `../shared/SPEC.md` for the
+//! meaning of every request.
+#![deny(unsafe_code)]
+
+pub mod codec;
+pub mod engine;
+pub mod hash;
+pub mod limits;
+pub mod money;
+pub mod outcome;
+pub mod request;
+pub mod risk;
+pub mod runner;
+pub mod shard;
+mod table;
+
+pub use engine::{ClockMode, Client, Engine, EngineConfig, OutcomeFuture};
+pub use money::{AmountArg, Currency};
+pub use outcome::{Code, Info, Outcome};
+pub use request::{AccountId, LimitsArg, Op, Request, TxnId, VelocityArg};
+pub use risk::{RiskContext, RiskDecision, RiskPolicy, SpecRules};

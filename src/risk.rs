@@ -1,0 +1,5 @@
+//! STUB
+pub trait RiskPolicy: Send {}
+pub struct RiskContext;
+pub enum RiskDecision { Approve, Review, Reject }
+pub struct SpecRules;
