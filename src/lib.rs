@@ -19,7 +19,7 @@ pub mod runner;
 pub mod shard;
 mod table;
 
-pub use engine::{ClockMode, Client, Engine, EngineConfig, OutcomeFuture};
+pub use engine::{Client, ClockMode, Engine, EngineConfig, OutcomeFuture};
 pub use money::{AmountArg, Currency};
 pub use outcome::{Code, Info, Outcome};
 pub use request::{AccountId, LimitsArg, Op, Request, TxnId, VelocityArg};

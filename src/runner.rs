@@ -8,6 +8,10 @@ pub struct RunOptions {
     pub dedup_window_ms: u64,
 }
 
-pub fn run<R: Read + Send + 'static, W: Write>(_input: R, _output: W, _options: &RunOptions) -> io::Result<()> {
+pub fn run<R: Read + Send + 'static, W: Write>(
+    _input: R,
+    _output: W,
+    _options: &RunOptions,
+) -> io::Result<()> {
     todo!()
 }
