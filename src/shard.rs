@@ -499,7 +499,7 @@ impl Shard {
             return false;
         }
         let today = i128::from(self.day_total_now(a)) + i128::from(amount);
-        !limits.daily.is_some_and(|daily| today > i128::from(daily))
+        limits.daily.is_none_or(|daily| today <= i128::from(daily))
     }
 
     fn count_today(&mut self, slot: u32, amount: i64) {
