@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod engine;
 pub mod hash;
+mod hugemem;
 pub mod limits;
 pub mod money;
 pub mod outcome;
