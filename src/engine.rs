@@ -576,13 +576,13 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
         rounds += 1;
         if cfg!(debug_assertions) {
             let stats = shard.stats();
-            if stats.accounts + stats.holds <= 4096 || rounds % 256 == 0 {
+            if stats.accounts + stats.holds <= 4096 || rounds.is_multiple_of(256) {
                 if let Err(broken) = shard.check_invariants() {
                     panic!("shard {index}: invariant broken after round {rounds}: {broken}");
                 }
             }
         }
-        if rounds % 256 == 0 {
+        if rounds.is_multiple_of(256) {
             publish_stats(port, &shard, durable.as_ref());
         }
     }

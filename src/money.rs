@@ -156,7 +156,7 @@ impl AmountArg {
     pub fn from_minor(minor: u64, exponent: u32) -> AmountArg {
         let mut mantissa = minor;
         let mut scale = exponent;
-        while scale > 0 && mantissa != 0 && mantissa % 10 == 0 {
+        while scale > 0 && mantissa != 0 && mantissa.is_multiple_of(10) {
             mantissa /= 10;
             scale -= 1;
         }
