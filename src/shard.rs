@@ -25,7 +25,7 @@ use crate::money::{AmountArg, Currency};
 use crate::outcome::{Code, Info, Outcome};
 use crate::request::{AccountId, LimitsArg, Op, Request, TxnId};
 use crate::risk::{Limits, RiskContext, RiskDecision, RiskPolicy, SpecRules, Velocity};
-use crate::table::{KeyRecord, KeyTable};
+use crate::table::{KeyRecord, KeyTable, Probe};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -127,18 +127,13 @@ pub struct Shard {
     /// (increment) or ended is stale and skipped when it comes up.
     timers: BinaryHeap<Reverse<(u64, u32, TxnId)>>,
     now_ms: u64,
+    /// `now_ms / DAY_MS`, kept with `now_ms` (a division per debit saved).
+    today: u64,
     dedup_window_ms: u64,
     /// Generation (now / window) up to which forgetting has been done.
     swept_generation: u64,
     policy: Option<Box<dyn RiskPolicy>>,
     ledger: Ledger,
-}
-
-/// How a request's key relates to what the shard remembers.
-enum KeyCheck {
-    New,
-    Replay(Code),
-    Conflict,
 }
 
 impl Shard {
@@ -164,6 +159,7 @@ impl Shard {
             refunded: WordMap::default(),
             timers: BinaryHeap::new(),
             now_ms,
+            today: now_ms / DAY_MS,
             dedup_window_ms,
             swept_generation: now_ms / dedup_window_ms,
             policy,
@@ -209,6 +205,7 @@ impl Shard {
             return;
         }
         self.now_ms = now_ms;
+        self.today = now_ms / DAY_MS;
         self.expire_due_holds();
         let generation = now_ms / self.dedup_window_ms;
         if generation != self.swept_generation {
@@ -227,7 +224,7 @@ impl Shard {
             Some(&slot) => {
                 let a = &self.accounts[slot as usize];
                 let k = self.keys.probe_start(slot, id);
-                a.balance as u64 ^ k.id
+                a.balance as u64 ^ u64::from(k)
             }
             None => 0,
         }
@@ -384,33 +381,35 @@ impl Shard {
         let Some(slot) = self.slot_of(account) else {
             return Outcome::new(Code::UnknownAccount);
         };
-        match self.check_key(slot, id, op, fp) {
-            KeyCheck::Replay(code) => return Outcome::replay(code),
-            KeyCheck::Conflict => return Outcome::new(Code::IdConflict),
-            KeyCheck::New => {}
-        }
+        // One probe finds the key or the cell it goes in; `body` inserts
+        // no key, so that cell stays free for it.
+        self.keys.reserve_one();
+        let vacant = match self.keys.probe(slot, id) {
+            Probe::Found(i) => {
+                let r = self.keys.record(i);
+                return if r.op == op as u8 && r.fingerprint == fp {
+                    Outcome::replay(Code::from_u8(r.code))
+                } else {
+                    Outcome::new(Code::IdConflict)
+                };
+            }
+            Probe::Vacant(i) => i,
+        };
         let (code, amount) = body(self, slot);
         debug_assert!(amount == 0 || code == Code::Ok);
-        self.keys.insert(KeyRecord {
-            id,
-            slot,
-            op: op as u8,
-            code: code as u8,
-            generation: self.generation() as u16,
-            amount,
-            fingerprint: fp,
-        });
+        self.keys.fill(
+            vacant,
+            KeyRecord {
+                id,
+                slot,
+                op: op as u8,
+                code: code as u8,
+                generation: self.generation() as u16,
+                amount,
+                fingerprint: fp,
+            },
+        );
         Outcome::new(code)
-    }
-
-    fn check_key(&self, slot: u32, id: TxnId, op: Op, fp: u64) -> KeyCheck {
-        match self.keys.get(slot, id) {
-            None => KeyCheck::New,
-            Some(r) if r.op == op as u8 && r.fingerprint == fp => {
-                KeyCheck::Replay(Code::from_u8(r.code))
-            }
-            Some(_) => KeyCheck::Conflict,
-        }
     }
 
     fn generation(&self) -> u64 {
@@ -498,7 +497,7 @@ impl Shard {
     }
 
     fn day_total_now(&self, a: &Account) -> i64 {
-        if a.day == self.now_ms / DAY_MS {
+        if a.day == self.today {
             a.day_total
         } else {
             0
@@ -519,7 +518,7 @@ impl Shard {
     }
 
     fn count_today(&mut self, slot: u32, amount: i64) {
-        let day = self.now_ms / DAY_MS;
+        let day = self.today;
         let a = &mut self.accounts[slot as usize];
         if a.day != day {
             a.day = day;
@@ -1058,6 +1057,7 @@ impl Shard {
         let mut r = SnapReader(bytes);
         let mut shard = Shard::new(0, dedup_window_ms, policy);
         shard.now_ms = r.u64()?;
+        shard.today = shard.now_ms / DAY_MS;
         shard.swept_generation = r.u64()?;
         let mut ledger = [0i128; 4];
         for v in &mut ledger {

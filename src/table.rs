@@ -54,16 +54,46 @@ const _: () = assert!(std::mem::size_of::<KeyRecord>() == 32);
 unsafe impl Zeroable for KeyRecord {}
 
 const CAPACITY_MIN: usize = 1024;
+const _: () = assert!(CAPACITY_MIN >= GROUP);
 
 pub(crate) struct KeyTable {
+    /// One byte per cell: 0 for empty, else `0x80 | top 7 bits of the
+    /// hash`. Probed eight at a time; the first `GROUP` bytes are mirrored
+    /// after the end so a group read never wraps.
+    tags: ZeroedArray<u8>,
     cells: ZeroedArray<KeyRecord>,
     mask: usize,
     len: usize,
 }
 
+/// Where a key is, or where it would go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    Found(usize),
+    /// The first empty cell of the key's probe sequence.
+    Vacant(usize),
+}
+
+const GROUP: usize = 8;
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bytes of `x` that are zero, flagged by their high bit. The lowest flag
+/// is always exact; flags above it may be false (borrows), so callers use
+/// only the lowest, or verify.
+#[inline]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LO) & !x & HI
+}
+
 #[inline]
 fn home(slot: u32, id: u64) -> u64 {
     hash::mix(u64::from(slot), id)
+}
+
+#[inline]
+fn tag_of(hash: u64) -> u8 {
+    0x80 | (hash >> 57) as u8
 }
 
 impl KeyTable {
@@ -74,6 +104,7 @@ impl KeyTable {
     pub fn with_capacity(capacity: usize) -> KeyTable {
         let capacity = capacity.max(CAPACITY_MIN).next_power_of_two();
         KeyTable {
+            tags: ZeroedArray::new(capacity + GROUP),
             cells: ZeroedArray::new(capacity),
             mask: capacity - 1,
             len: 0,
@@ -86,7 +117,7 @@ impl KeyTable {
 
     /// Bytes of table memory (for the memory budget in PERF.md).
     pub fn bytes(&self) -> usize {
-        self.cells.len() * std::mem::size_of::<KeyRecord>()
+        self.cells.len() * (std::mem::size_of::<KeyRecord>() + 1) + GROUP
     }
 
     /// Every record, in table order.
@@ -94,54 +125,106 @@ impl KeyTable {
         self.cells.iter().filter(|c| c.slot != SLOT_EMPTY)
     }
 
-    /// The cell index where the key's probe starts; for prefetching.
+    /// The tag group where the key's probe starts; for prefetching.
     #[inline]
-    pub fn probe_start(&self, slot: u32, id: u64) -> &KeyRecord {
-        &self.cells[home(slot, id) as usize & self.mask]
+    pub fn probe_start(&self, slot: u32, id: u64) -> u8 {
+        self.tags[home(slot, id) as usize & self.mask]
+    }
+
+    #[inline]
+    fn group(&self, pos: usize) -> u64 {
+        let bytes: [u8; GROUP] = self.tags[pos..pos + GROUP].try_into().expect("a group");
+        u64::from_le_bytes(bytes)
+    }
+
+    /// Finds the key, or the cell it would be inserted in.
+    #[inline]
+    pub fn probe(&self, slot: u32, id: u64) -> Probe {
+        let hash = home(slot, id);
+        let wanted = LO * u64::from(tag_of(hash));
+        let mut pos = hash as usize & self.mask;
+        loop {
+            let group = self.group(pos);
+            let empties = zero_bytes(group);
+            // Only bytes before the first empty cell are on the probe path.
+            let before_empty = if empties == 0 {
+                u64::MAX
+            } else {
+                (empties & empties.wrapping_neg()) - 1
+            };
+            let mut matches = zero_bytes(group ^ wanted) & before_empty;
+            while matches != 0 {
+                let i = (pos + matches.trailing_zeros() as usize / 8) & self.mask;
+                let cell = &self.cells[i];
+                if cell.slot == slot && cell.id == id {
+                    return Probe::Found(i);
+                }
+                matches &= matches - 1;
+            }
+            if empties != 0 {
+                return Probe::Vacant((pos + empties.trailing_zeros() as usize / 8) & self.mask);
+            }
+            pos = (pos + GROUP) & self.mask;
+        }
+    }
+
+    #[inline]
+    pub fn record(&self, i: usize) -> &KeyRecord {
+        &self.cells[i]
     }
 
     #[inline]
     pub fn get(&self, slot: u32, id: u64) -> Option<&KeyRecord> {
-        let mut i = home(slot, id) as usize & self.mask;
-        loop {
-            let cell = &self.cells[i];
-            if cell.slot == SLOT_EMPTY {
-                return None;
-            }
-            if cell.slot == slot && cell.id == id {
-                return Some(cell);
-            }
-            i = (i + 1) & self.mask;
+        match self.probe(slot, id) {
+            Probe::Found(i) => Some(&self.cells[i]),
+            Probe::Vacant(_) => None,
         }
+    }
+
+    /// Makes room for one more key, so that a `Probe::Vacant` found next
+    /// stays valid until [`KeyTable::fill`].
+    #[inline]
+    pub fn reserve_one(&mut self) {
+        if (self.len + 1) * 8 > self.cells.len() * 7 {
+            self.grow();
+        }
+    }
+
+    /// Puts a new key in the cell `probe` found vacant for it (after
+    /// `reserve_one`, with no insert in between).
+    #[inline]
+    pub fn fill(&mut self, vacant: usize, record: KeyRecord) {
+        debug_assert!(record.slot != SLOT_EMPTY);
+        debug_assert_eq!(self.probe(record.slot, record.id), Probe::Vacant(vacant));
+        debug_assert!((self.len + 1) * 8 <= self.cells.len() * 7);
+        self.set(vacant, record, tag_of(home(record.slot, record.id)));
+        self.len += 1;
     }
 
     /// Adds a key that is not in the table.
     pub fn insert(&mut self, record: KeyRecord) {
-        debug_assert!(record.slot != SLOT_EMPTY);
-        debug_assert!(self.get(record.slot, record.id).is_none());
-        if (self.len + 1) * 8 > self.cells.len() * 7 {
-            self.grow();
+        self.reserve_one();
+        match self.probe(record.slot, record.id) {
+            Probe::Vacant(i) => self.fill(i, record),
+            Probe::Found(_) => panic!("key inserted twice"),
         }
-        self.place(record);
-        self.len += 1;
     }
 
-    fn place(&mut self, record: KeyRecord) {
-        debug_assert!(record.slot != SLOT_EMPTY);
-        let mut i = home(record.slot, record.id) as usize & self.mask;
-        while self.cells[i].slot != SLOT_EMPTY {
-            i = (i + 1) & self.mask;
-        }
+    #[inline]
+    fn set(&mut self, i: usize, record: KeyRecord, tag: u8) {
         self.cells[i] = record;
+        self.tags[i] = tag;
+        if i < GROUP {
+            self.tags[self.cells.len() + i] = tag;
+        }
     }
 
     fn grow(&mut self) {
-        let capacity = self.cells.len() * 2;
-        let old = std::mem::replace(&mut self.cells, ZeroedArray::new(capacity));
-        self.mask = capacity - 1;
-        for record in old.iter().filter(|r| r.slot != SLOT_EMPTY) {
-            self.place(*record);
+        let mut bigger = KeyTable::with_capacity(self.cells.len() * 2);
+        for record in self.records() {
+            bigger.insert(*record);
         }
+        *self = bigger;
     }
 
     /// Removes every record for which `expired` says so; returns how many.
@@ -182,7 +265,8 @@ impl KeyTable {
             if cell.slot == SLOT_EMPTY {
                 break;
             }
-            let want = home(cell.slot, cell.id) as usize & self.mask;
+            let hash = home(cell.slot, cell.id);
+            let want = hash as usize & self.mask;
             // Move `cell` into the hole if its home is not cyclically within
             // (hole, j]: then the hole lies on its probe path.
             let home_in_between = if hole <= j {
@@ -191,19 +275,30 @@ impl KeyTable {
                 hole < want || want <= j
             };
             if !home_in_between {
-                self.cells[hole] = cell;
+                self.set(hole, cell, tag_of(hash));
                 hole = j;
             }
         }
-        self.cells[hole] = EMPTY;
+        self.set(hole, EMPTY, 0);
     }
 
     #[cfg(test)]
     fn check_reachable(&self) {
         let mut count = 0;
-        for cell in self.cells.iter().filter(|c| c.slot != SLOT_EMPTY) {
-            count += 1;
-            assert_eq!(self.get(cell.slot, cell.id), Some(cell));
+        for (i, cell) in self.cells.iter().enumerate() {
+            let tag = if cell.slot == SLOT_EMPTY {
+                0
+            } else {
+                tag_of(home(cell.slot, cell.id))
+            };
+            assert_eq!(self.tags[i], tag, "tag of cell {i}");
+            if cell.slot != SLOT_EMPTY {
+                count += 1;
+                assert_eq!(self.get(cell.slot, cell.id), Some(cell));
+            }
+        }
+        for k in 0..GROUP {
+            assert_eq!(self.tags[self.cells.len() + k], self.tags[k], "mirror {k}");
         }
         assert_eq!(count, self.len);
     }
