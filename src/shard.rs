@@ -25,7 +25,7 @@ use crate::money::{AmountArg, Currency};
 use crate::outcome::{Code, Info, Outcome};
 use crate::request::{AccountId, LimitsArg, Op, Request, TxnId};
 use crate::risk::{Limits, RiskContext, RiskDecision, RiskPolicy, SpecRules, Velocity};
-use crate::table::{KeyRecord, KeyTable, Probe};
+use crate::table::{KeyRecord, KeyTable};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -385,15 +385,15 @@ impl Shard {
         // no key, so that cell stays free for it.
         self.keys.reserve_one();
         let vacant = match self.keys.probe(slot, id) {
-            Probe::Found(i) => {
-                let r = self.keys.record(i);
+            Ok(found) => {
+                let r = self.keys.record(found);
                 return if r.op == op as u8 && r.fingerprint == fp {
                     Outcome::replay(Code::from_u8(r.code))
                 } else {
                     Outcome::new(Code::IdConflict)
                 };
             }
-            Probe::Vacant(i) => i,
+            Err(vacant) => vacant,
         };
         let (code, amount) = body(self, slot);
         debug_assert!(amount == 0 || code == Code::Ok);

@@ -56,7 +56,8 @@ unsafe impl Zeroable for KeyRecord {}
 const CAPACITY_MIN: usize = 1024;
 const _: () = assert!(CAPACITY_MIN >= GROUP);
 
-pub(crate) struct KeyTable {
+/// One open-addressing array; [`KeyTable`] holds one, or two while growing.
+pub(crate) struct Table {
     /// One byte per cell: 0 for empty, else `0x80 | top 7 bits of the
     /// hash`. Probed eight at a time; the first `GROUP` bytes are mirrored
     /// after the end so a group read never wraps.
@@ -96,23 +97,15 @@ fn tag_of(hash: u64) -> u8 {
     0x80 | (hash >> 57) as u8
 }
 
-impl KeyTable {
-    pub fn new() -> KeyTable {
-        KeyTable::with_capacity(CAPACITY_MIN)
-    }
-
-    pub fn with_capacity(capacity: usize) -> KeyTable {
+impl Table {
+    pub fn with_capacity(capacity: usize) -> Table {
         let capacity = capacity.max(CAPACITY_MIN).next_power_of_two();
-        KeyTable {
+        Table {
             tags: ZeroedArray::new(capacity + GROUP),
             cells: ZeroedArray::new(capacity),
             mask: capacity - 1,
             len: 0,
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
     }
 
     /// Bytes of table memory (for the memory budget in PERF.md).
@@ -168,30 +161,11 @@ impl KeyTable {
         }
     }
 
-    #[inline]
-    pub fn record(&self, i: usize) -> &KeyRecord {
-        &self.cells[i]
+    fn full(&self, more: usize) -> bool {
+        (self.len + more) * 8 > self.cells.len() * 7
     }
 
-    #[inline]
-    pub fn get(&self, slot: u32, id: u64) -> Option<&KeyRecord> {
-        match self.probe(slot, id) {
-            Probe::Found(i) => Some(&self.cells[i]),
-            Probe::Vacant(_) => None,
-        }
-    }
-
-    /// Makes room for one more key, so that a `Probe::Vacant` found next
-    /// stays valid until [`KeyTable::fill`].
-    #[inline]
-    pub fn reserve_one(&mut self) {
-        if (self.len + 1) * 8 > self.cells.len() * 7 {
-            self.grow();
-        }
-    }
-
-    /// Puts a new key in the cell `probe` found vacant for it (after
-    /// `reserve_one`, with no insert in between).
+    /// Puts a new key in the cell `probe` found vacant for it.
     #[inline]
     pub fn fill(&mut self, vacant: usize, record: KeyRecord) {
         debug_assert!(record.slot != SLOT_EMPTY);
@@ -201,9 +175,8 @@ impl KeyTable {
         self.len += 1;
     }
 
-    /// Adds a key that is not in the table.
-    pub fn insert(&mut self, record: KeyRecord) {
-        self.reserve_one();
+    /// Adds a key that is not in the table (and fits: see `full`).
+    fn insert(&mut self, record: KeyRecord) {
         match self.probe(record.slot, record.id) {
             Probe::Vacant(i) => self.fill(i, record),
             Probe::Found(_) => panic!("key inserted twice"),
@@ -217,14 +190,6 @@ impl KeyTable {
         if i < GROUP {
             self.tags[self.cells.len() + i] = tag;
         }
-    }
-
-    fn grow(&mut self) {
-        let mut bigger = KeyTable::with_capacity(self.cells.len() * 2);
-        for record in self.records() {
-            bigger.insert(*record);
-        }
-        *self = bigger;
     }
 
     /// Removes every record for which `expired` says so; returns how many.
@@ -294,13 +259,178 @@ impl KeyTable {
             assert_eq!(self.tags[i], tag, "tag of cell {i}");
             if cell.slot != SLOT_EMPTY {
                 count += 1;
-                assert_eq!(self.get(cell.slot, cell.id), Some(cell));
+                assert_eq!(self.probe(cell.slot, cell.id), Probe::Found(i));
             }
         }
         for k in 0..GROUP {
             assert_eq!(self.tags[self.cells.len() + k], self.tags[k], "mirror {k}");
         }
         assert_eq!(count, self.len);
+    }
+}
+
+/// Old cells moved to the new table per keyed request while growing. At 4,
+/// the old table (7/8 of C cells full) is emptied within C/4 requests,
+/// while the new one (2C cells) takes at most 7/8 C + C/4 < 7/4 C keys: it
+/// never has to grow before the old one is gone.
+const MIGRATE_CELLS_PER_STEP: usize = 4;
+
+/// Where a found record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    in_old: bool,
+    index: usize,
+}
+
+/// The idempotency memory: a [`Table`], and while it grows, the old one
+/// being emptied into the new a few cells at a time (no stop-the-world
+/// rehash: a shard never stalls for the size of its table).
+pub(crate) struct KeyTable {
+    current: Table,
+    old: Option<Table>,
+    /// Cells of `old` below this were moved to `current`.
+    cursor: usize,
+    /// Records still in `old` at or after `cursor`.
+    old_left: usize,
+}
+
+impl KeyTable {
+    pub fn new() -> KeyTable {
+        KeyTable::with_capacity(CAPACITY_MIN)
+    }
+
+    pub fn with_capacity(capacity: usize) -> KeyTable {
+        KeyTable {
+            current: Table::with_capacity(capacity),
+            old: None,
+            cursor: 0,
+            old_left: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.current.len + self.old_left
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.current.bytes() + self.old.as_ref().map_or(0, Table::bytes)
+    }
+
+    /// Every record, in no particular order.
+    pub fn records(&self) -> impl Iterator<Item = &KeyRecord> {
+        let old = self
+            .old
+            .iter()
+            .flat_map(|o| o.cells[self.cursor..].iter())
+            .filter(|c| c.slot != SLOT_EMPTY);
+        self.current.records().chain(old)
+    }
+
+    #[inline]
+    pub fn probe_start(&self, slot: u32, id: u64) -> u8 {
+        self.current.probe_start(slot, id)
+    }
+
+    /// Finds the key, or the cell of the current table it would go in.
+    #[inline]
+    pub fn probe(&self, slot: u32, id: u64) -> Result<Found, usize> {
+        match self.current.probe(slot, id) {
+            Probe::Found(index) => Ok(Found {
+                in_old: false,
+                index,
+            }),
+            Probe::Vacant(vacant) => match &self.old {
+                Some(old) => match old.probe(slot, id) {
+                    // Below the cursor it was moved, and `current` had it.
+                    Probe::Found(index) if index >= self.cursor => Ok(Found {
+                        in_old: true,
+                        index,
+                    }),
+                    _ => Err(vacant),
+                },
+                None => Err(vacant),
+            },
+        }
+    }
+
+    #[inline]
+    pub fn record(&self, found: Found) -> &KeyRecord {
+        match (&self.old, found.in_old) {
+            (Some(old), true) => &old.cells[found.index],
+            _ => &self.current.cells[found.index],
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, slot: u32, id: u64) -> Option<&KeyRecord> {
+        self.probe(slot, id).ok().map(|found| self.record(found))
+    }
+
+    /// Makes room for one more key and moves a few cells of an old table,
+    /// so that a vacant cell found next stays valid until [`KeyTable::fill`].
+    #[inline]
+    pub fn reserve_one(&mut self) {
+        if self.old.is_some() {
+            self.migrate(MIGRATE_CELLS_PER_STEP);
+        }
+        if self.current.full(1) {
+            // Only if growth outran migration, which the step size rules
+            // out; finish the move rather than hold three tables.
+            self.migrate(usize::MAX);
+            let capacity = self.current.cells.len() * 2;
+            let old = std::mem::replace(&mut self.current, Table::with_capacity(capacity));
+            self.old_left = old.len;
+            self.cursor = 0;
+            self.old = Some(old);
+        }
+    }
+
+    /// Puts a new key in the cell [`KeyTable::probe`] found vacant for it.
+    #[inline]
+    pub fn fill(&mut self, vacant: usize, record: KeyRecord) {
+        debug_assert!(self.get(record.slot, record.id).is_none());
+        self.current.fill(vacant, record);
+    }
+
+    /// Adds a key that is not in the table.
+    pub fn insert(&mut self, record: KeyRecord) {
+        self.reserve_one();
+        match self.probe(record.slot, record.id) {
+            Err(vacant) => self.fill(vacant, record),
+            Ok(_) => panic!("key inserted twice"),
+        }
+    }
+
+    /// Moves up to `cells` cells of the old table into the current one.
+    fn migrate(&mut self, cells: usize) {
+        let Some(old) = &self.old else {
+            return;
+        };
+        let end = self.cursor.saturating_add(cells).min(old.cells.len());
+        for i in self.cursor..end {
+            let record = old.cells[i];
+            if record.slot != SLOT_EMPTY {
+                self.current.insert(record);
+                self.old_left -= 1;
+            }
+        }
+        self.cursor = end;
+        if end == old.cells.len() {
+            debug_assert_eq!(self.old_left, 0);
+            self.old = None;
+            self.cursor = 0;
+        }
+    }
+
+    /// Removes every record for which `expired` says so; returns how many.
+    pub fn sweep(&mut self, expired: impl FnMut(&KeyRecord) -> bool) -> usize {
+        self.migrate(usize::MAX);
+        self.current.sweep(expired)
+    }
+
+    #[cfg(test)]
+    fn check_reachable(&self) {
+        self.current.check_reachable();
     }
 }
 
@@ -333,6 +463,30 @@ mod tests {
             assert_eq!(table.get(slot, id).map(|r| r.amount), Some(id as i64));
             assert!(table.get(slot + 1, id).is_none());
         }
+        table.check_reachable();
+    }
+
+    #[test]
+    fn growth_moves_keys_a_few_at_a_time_and_loses_none() {
+        let mut table = KeyTable::new();
+        let mut grew = false;
+        for id in 0..50_000u64 {
+            table.insert(record((id % 5) as u32 + 1, id));
+            grew |= table.old.is_some();
+            if id % 997 == 0 {
+                // Mid-move, every key so far is found, exactly once.
+                for back in (0..=id).step_by(13) {
+                    assert_eq!(
+                        table.get((back % 5) as u32 + 1, back).map(|r| r.id),
+                        Some(back)
+                    );
+                }
+                assert_eq!(table.records().count(), id as usize + 1);
+            }
+        }
+        assert!(grew, "the table grew incrementally");
+        assert_eq!(table.len(), 50_000);
+        table.migrate(usize::MAX);
         table.check_reachable();
     }
 
