@@ -77,10 +77,10 @@ pub struct Args {
     pub seed: u64,
 
     /// Requests one producer keeps in flight at most before it waits.
-    #[arg(long, default_value_t = 4096, value_parser = parse_in_flight)]
+    #[arg(long, default_value_t = 1024, value_parser = parse_in_flight)]
     pub in_flight: usize,
 
-    /// How long the engine must remember keys, in ms [default: 24 hours].
+    /// How long the engine must remember keys, in ms (24 hours by default).
     #[arg(long, default_value_t = DEDUP_WINDOW_MS_DEFAULT)]
     pub dedup_window_ms: u64,
 }
@@ -98,6 +98,15 @@ pub enum Durability {
     None,
     Sync,
     Batched,
+}
+
+impl IdOrder {
+    pub fn name(self) -> &'static str {
+        match self {
+            IdOrder::Random => "random",
+            IdOrder::Sequential => "sequential",
+        }
+    }
 }
 
 impl Durability {

@@ -59,7 +59,8 @@ fn main() {
         std::process::exit(1);
     }
 
-    let (summary, intervals) = measure(&engine, &config);
+    let (mut summary, intervals) = measure(&engine, &config);
+    summary.engine = report::EngineTotals::of(&engine.stats());
     summary.print(&config);
 
     let shutdown_started = Instant::now();
@@ -95,6 +96,7 @@ fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>)
     let end_ns = duration.as_nanos() as u64;
     println!();
     Reporter::print_columns();
+    let cpu_at_start = report::process_cpu_s();
     let start = Instant::now();
     std::thread::scope(|scope| {
         let handles: Vec<_> = clients
@@ -119,6 +121,9 @@ fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>)
             }
             tick += 1;
         }
+        let cpu_s = report::process_cpu_s()
+            .zip(cpu_at_start)
+            .map(|(end, begin)| end - begin);
 
         // Producers drain for up to DRAIN_TIMEOUT; past that and some slack
         // they are stuck inside the engine (send or wait never returned).
@@ -150,7 +155,7 @@ fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>)
             results.iter().map(|r| r.received).sum::<u64>(),
             totals.received_total()
         );
-        let summary = Summary::build(&reporter, totals, drain_s, timed_out);
+        let summary = Summary::build(&reporter, totals, drain_s, timed_out, cpu_s);
         (summary, reporter.intervals)
     })
 }

@@ -46,6 +46,12 @@ const INCREMENT_PICKS_MAX: usize = 4;
 /// far away: a gateway trades a little latency for batching the same way.
 const FLUSH_DELAY_NS: u64 = 20_000;
 
+/// In open loop, an idle producer sleeps (for [`IDLE_SLEEP`]) only when
+/// the next send is at least this far away; closer, it yields. Sleeps
+/// overshoot by the timer slack (about 50 us), hence the margin.
+const IDLE_SLEEP_MIN_NS: u64 = 200_000;
+const IDLE_SLEEP: Duration = Duration::from_micros(100);
+
 /// Engine exponent of USD, the currency every account is opened in.
 pub const USD_EXPONENT: u32 = 2;
 
@@ -86,6 +92,11 @@ pub fn run(
         },
     );
     producer.publish();
+    if !drained {
+        // Dropping a client waits for every outstanding outcome, which
+        // would turn lost outcomes into a hang; leak it so they get counted.
+        std::mem::forget(client);
+    }
     ProducerResult {
         sent: producer.sent,
         received: producer.received,
@@ -345,14 +356,13 @@ impl<'a> Producer<'a> {
                         unflushed_since = None;
                     }
                 }
-                // Sleep in short steps only: outcomes arriving meanwhile
-                // wait for the next poll, which would add to their latency.
-                if gap > 200_000 {
-                    std::thread::sleep(Duration::from_micros(100));
-                } else if gap > 20_000 {
-                    std::thread::yield_now();
+                // Never spin: shard workers may need this core. Sleep in
+                // short steps only, since outcomes that arrive meanwhile
+                // wait for the next poll and that adds to their latency.
+                if gap > IDLE_SLEEP_MIN_NS {
+                    std::thread::sleep(IDLE_SLEEP);
                 } else {
-                    std::hint::spin_loop();
+                    std::thread::yield_now();
                 }
                 continue;
             }

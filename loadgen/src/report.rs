@@ -259,7 +259,7 @@ impl<'a> Reporter<'a> {
 
     pub fn print_columns() {
         println!(
-            "{:>6}  {:>10}  {:>10}  {:>11}  {:>9}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>6}  rejected by reason",
+            "{:>6}  {:>10}  {:>10}  {:>11}  {:>9}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}  rejected by reason",
             "t(s)", "debit/s", "req/s", "ok", "held", "rejected", "p50", "p99", "p99.9", "max", "logMB/s"
         );
     }
@@ -381,6 +381,7 @@ pub fn duration_text(ns: u64) -> String {
 pub struct Machine {
     pub cores: usize,
     pub cpu_model: String,
+    pub load_average: Option<String>,
 }
 
 impl Machine {
@@ -395,7 +396,11 @@ impl Machine {
                     .map(|(_, model)| model.trim().to_string())
             })
             .unwrap_or_else(|| "unknown".to_string());
-        Machine { cores, cpu_model }
+        Machine {
+            cores,
+            cpu_model,
+            load_average: load_average(),
+        }
     }
 }
 
@@ -407,9 +412,60 @@ pub fn proc_status_mb(field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The 1, 5 and 15 minute load averages: the cores are shared, so a run
+/// says how busy the machine was when it started.
+pub fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    (fields.len() == 3).then(|| fields.join(" "))
+}
+
+/// CPU seconds (user + system) this process has used, all threads.
+pub fn process_cpu_s() -> Option<f64> {
+    // Linux reports them in clock ticks of USER_HZ, which is 100 on every
+    // architecture Rust targets (it is fixed in the kernel ABI).
+    const TICKS_PER_S: f64 = 100.0;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may contain spaces: fields count from after ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_S)
+}
+
+/// The engine's own counts, summed over shards.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EngineTotals {
+    pub accounts: usize,
+    pub keys: usize,
+    pub holds: usize,
+    pub account_bytes: usize,
+    pub key_bytes: usize,
+}
+
+impl EngineTotals {
+    pub fn of(stats: &[debitcore::shard::ShardStats]) -> EngineTotals {
+        let mut t = EngineTotals::default();
+        for s in stats {
+            t.accounts += s.accounts;
+            t.keys += s.keys;
+            t.holds += s.holds;
+            t.account_bytes += s.account_bytes;
+            t.key_bytes += s.key_bytes;
+        }
+        t
+    }
+}
+
 pub fn print_header(machine: &Machine, config: &Config) {
     println!("loadgen: debitcore embedded the way a payment gateway embeds it");
-    println!("machine   {} cores, {}", machine.cores, machine.cpu_model);
+    println!(
+        "machine   {} cores, {}, load average {}",
+        machine.cores,
+        machine.cpu_model,
+        machine.load_average.as_deref().unwrap_or("?")
+    );
     println!(
         "config    accounts {}, shards {}, producers {}, duration {} s, in-flight {}/producer, seed {}",
         thousands(config.accounts),
@@ -425,10 +481,10 @@ pub fn print_header(machine: &Machine, config: &Config) {
             format!("open loop at {} req/s", thousands(r as u64))
         });
     println!(
-        "workload  mix {}, skew {}, ids {:?}, limits on {}% of accounts, {}",
+        "workload  mix {}, skew {}, ids {}, limits on {}% of accounts, {}",
         config.mix,
         config.skew,
-        config.id_order,
+        config.id_order.name(),
         config.limits_fraction * 100.0,
         rate,
     );
@@ -494,10 +550,20 @@ pub struct Summary {
     pub peak_rss_mb: Option<f64>,
     pub drain_s: f64,
     pub drain_timed_out: bool,
+    /// Cores' worth of CPU the process used during the measured part.
+    pub cpu_cores_used: Option<f64>,
+    /// Shard stats as of each worker's last report (every 1024 rounds).
+    pub engine: EngineTotals,
 }
 
 impl Summary {
-    pub fn build(reporter: &Reporter, totals: Counts, drain_s: f64, timed_out: bool) -> Summary {
+    pub fn build(
+        reporter: &Reporter,
+        totals: Counts,
+        drain_s: f64,
+        timed_out: bool,
+        cpu_s: Option<f64>,
+    ) -> Summary {
         let intervals = &reporter.intervals;
         // Skip the first second when there is more than one interval.
         let skip = usize::from(intervals.len() > 1);
@@ -518,6 +584,8 @@ impl Summary {
             peak_rss_mb: proc_status_mb("VmHWM"),
             drain_s,
             drain_timed_out: timed_out,
+            cpu_cores_used: cpu_s.map(|cpu| cpu / steady_to_s.max(1e-9)),
+            engine: EngineTotals::default(),
         }
     }
 
@@ -611,6 +679,20 @@ impl Summary {
             self.peak_rss_mb
                 .map_or("?".to_string(), |mb| format!("{mb:.0} MB"))
         );
+        let e = self.engine;
+        println!(
+            "  engine      {} accounts, {} keys, {} holds (active or remembered); tables {:.0} MB accounts + {:.0} MB keys (shard stats, refreshed every 1024 worker rounds)",
+            thousands(e.accounts as u64),
+            thousands(e.keys as u64),
+            thousands(e.holds as u64),
+            e.account_bytes as f64 / 1048576.0,
+            e.key_bytes as f64 / 1048576.0,
+        );
+        println!(
+            "  cpu         {} cores busy on average during the measured part",
+            self.cpu_cores_used
+                .map_or("?".to_string(), |c| format!("{c:.2}"))
+        );
         println!(
             "  drain       {:.3} s after the measured part",
             self.drain_s
@@ -638,7 +720,11 @@ impl Summary {
             );
         }
         json!({
-            "machine": { "cores": machine.cores, "cpu_model": machine.cpu_model },
+            "machine": {
+                "cores": machine.cores,
+                "cpu_model": machine.cpu_model,
+                "load_average_at_start": machine.load_average,
+            },
             "config": {
                 "accounts": config.accounts,
                 "shards": config.shards,
@@ -646,7 +732,7 @@ impl Summary {
                 "duration_s": config.duration_s,
                 "mix": config.mix.to_string(),
                 "skew": config.skew.to_string(),
-                "id_order": format!("{:?}", config.id_order).to_lowercase(),
+                "id_order": config.id_order.name(),
                 "rate": config.rate,
                 "limits_fraction": config.limits_fraction,
                 "durability": config.durability.name(),
@@ -671,6 +757,14 @@ impl Summary {
                 "per_op": per_op,
                 "latency": self.latency.to_json(),
                 "peak_rss_mb": self.peak_rss_mb,
+                "cpu_cores_used": self.cpu_cores_used,
+                "engine": {
+                    "accounts": self.engine.accounts,
+                    "keys": self.engine.keys,
+                    "holds": self.engine.holds,
+                    "account_bytes": self.engine.account_bytes,
+                    "key_bytes": self.engine.key_bytes,
+                },
                 "log_mb_per_s": Value::Null,
             },
         })

@@ -11,7 +11,12 @@ use crate::producer::{drain, DRAIN_TIMEOUT, USD_EXPONENT};
 use crate::report::{proc_status_mb, SetupReport, CODE_COUNT};
 use crate::workload::account_id;
 use debitcore::{AmountArg, Code, Currency, Engine, LimitsArg, Request, VelocityArg};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Setup gives up when no outcome at all arrives for this long: the engine
+/// is stuck, and saying so beats hanging.
+const SETUP_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Every account starts with $1 trillion (10^14 cents), so that even the
 /// hottest zipf account cannot run dry in a run: insufficient funds would
@@ -56,14 +61,30 @@ pub fn fund(engine: &Engine, config: &Config) -> SetupReport {
     let threads = config.producers.min(config.accounts as usize).max(1) as u64;
     let chunk = config.accounts.div_ceil(threads);
     let started = Instant::now();
+    let progress = AtomicU64::new(0);
     let results: Vec<ThreadResult> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let client = engine.client();
                 let range = (t * chunk)..((t + 1) * chunk).min(config.accounts);
-                scope.spawn(move || fund_range(client, range, config))
+                let progress = &progress;
+                scope.spawn(move || fund_range(client, range, config, progress))
             })
             .collect();
+        let (mut seen, mut last_change) = (0, Instant::now());
+        while handles.iter().any(|h| !h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+            let now_seen = progress.load(Ordering::Relaxed);
+            if now_seen != seen {
+                (seen, last_change) = (now_seen, Instant::now());
+            } else if last_change.elapsed() >= SETUP_STALL_TIMEOUT {
+                eprintln!(
+                    "loadgen: setup stalled: no outcome for {} s after {seen} outcomes; the engine hangs",
+                    SETUP_STALL_TIMEOUT.as_secs()
+                );
+                std::process::exit(3);
+            }
+        }
         handles
             .into_iter()
             .map(|h| h.join().expect("setup thread panicked"))
@@ -101,6 +122,7 @@ pub fn fund(engine: &Engine, config: &Config) -> SetupReport {
     }
 }
 
+#[derive(Default)]
 struct ThreadResult {
     sent: u64,
     limited: u64,
@@ -108,40 +130,82 @@ struct ThreadResult {
     outcomes: [[u64; CODE_COUNT]; 3],
 }
 
+/// One setup thread's pipeline: a client, its outstanding count and the
+/// tally of outcomes by setup op (the tag) and code.
+struct Pipeline<'a> {
+    client: debitcore::Client,
+    outstanding: u64,
+    in_flight_max: u64,
+    result: ThreadResult,
+    progress: &'a AtomicU64,
+}
+
+impl Pipeline<'_> {
+    /// Sends one request, first waiting while too many are in flight.
+    fn send(&mut self, tag: u64, request: Request) {
+        while self.outstanding >= self.in_flight_max {
+            let outcomes = &mut self.result.outcomes;
+            let got = self.client.wait(|tag, outcome| {
+                outcomes[tag as usize][outcome.code as usize] += 1;
+            });
+            assert!(
+                got > 0,
+                "client has nothing in flight, {} due",
+                self.outstanding
+            );
+            self.took(got);
+        }
+        self.client.send(tag, request);
+        self.result.sent += 1;
+        self.outstanding += 1;
+        let outcomes = &mut self.result.outcomes;
+        let got = self.client.poll(|tag, outcome| {
+            outcomes[tag as usize][outcome.code as usize] += 1;
+        });
+        self.took(got);
+    }
+
+    fn took(&mut self, got: usize) {
+        if got > 0 {
+            self.outstanding -= got as u64;
+            self.progress.fetch_add(got as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the remaining outcomes; what does not come back is lost.
+    fn finish(mut self) -> ThreadResult {
+        let outcomes = &mut self.result.outcomes;
+        let drained = drain(
+            &mut self.client,
+            &mut self.outstanding,
+            DRAIN_TIMEOUT,
+            |tag, outcome| {
+                outcomes[tag as usize][outcome.code as usize] += 1;
+            },
+        );
+        if !drained {
+            self.result.lost = self.outstanding;
+            // As in the producer: dropping the client would wait forever.
+            std::mem::forget(self.client);
+        }
+        self.result
+    }
+}
+
 fn fund_range(
-    mut client: debitcore::Client,
+    client: debitcore::Client,
     range: std::ops::Range<u64>,
     config: &Config,
+    progress: &AtomicU64,
 ) -> ThreadResult {
-    let mut result = ThreadResult {
-        sent: 0,
-        limited: 0,
-        lost: 0,
-        outcomes: [[0; CODE_COUNT]; 3],
+    let mut pipeline = Pipeline {
+        client,
+        outstanding: 0,
+        in_flight_max: config.in_flight as u64,
+        result: ThreadResult::default(),
+        progress,
     };
-    let mut outstanding: u64 = 0;
-    let limit = config.in_flight as u64;
     let deposit = AmountArg::from_minor(DEPOSIT_MINOR, USD_EXPONENT);
-    let mut send =
-        |client: &mut debitcore::Client, result: &mut ThreadResult, tag: u64, request: Request| {
-            while outstanding >= limit {
-                let got = client.wait(|tag, outcome| {
-                    result.outcomes[tag as usize][outcome.code as usize] += 1;
-                });
-                assert!(
-                    got > 0,
-                    "client says nothing is in flight while {outstanding} outcomes are due"
-                );
-                outstanding -= got as u64;
-            }
-            client.send(tag, request);
-            result.sent += 1;
-            outstanding += 1;
-            let got = client.poll(|tag, outcome| {
-                result.outcomes[tag as usize][outcome.code as usize] += 1;
-            });
-            outstanding -= got as u64;
-        };
     for index in range {
         let account = account_id(index);
         let open = Request::OpenAccount {
@@ -149,34 +213,23 @@ fn fund_range(
             currency: Some(Currency::USD),
             overdraft: None,
         };
-        send(&mut client, &mut result, 0, open);
+        pipeline.send(0, open);
         let fund = Request::Deposit {
             id: DEPOSIT_ID,
             account,
             amount: deposit,
         };
-        send(&mut client, &mut result, 1, fund);
+        pipeline.send(1, fund);
         if config.limits_fraction > 0.0 && has_limits(index, config.limits_fraction, config.seed) {
             let set = Request::SetLimits {
                 account,
                 limits: Box::new(limits()),
             };
-            send(&mut client, &mut result, 2, set);
-            result.limited += 1;
+            pipeline.send(2, set);
+            pipeline.result.limited += 1;
         }
     }
-    let drained = drain(
-        &mut client,
-        &mut outstanding,
-        DRAIN_TIMEOUT,
-        |tag, outcome| {
-            result.outcomes[tag as usize][outcome.code as usize] += 1;
-        },
-    );
-    if !drained {
-        result.lost = outstanding;
-    }
-    result
+    pipeline.finish()
 }
 
 #[cfg(test)]
