@@ -20,12 +20,16 @@ use args::{Args, Config};
 use clap::Parser;
 use debitcore::{ClockMode, Engine, EngineConfig};
 use report::{Machine, ProducerSlot, Reporter, Summary};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// mimalloc, because the engine allocates per account and per remembered
 /// key, and the system allocator's contention would be measured instead.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Longest the last per-second line waits for producers to stop sending.
+const FINAL_TICK_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Slack past duration + drain timeout before producers count as hung.
 const HANG_SLACK: Duration = Duration::from_secs(5);
@@ -98,13 +102,19 @@ fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>)
     Reporter::print_columns();
     let cpu_at_start = report::process_cpu_s();
     let start = Instant::now();
+    let run = &producer::Run {
+        config,
+        start,
+        end_ns,
+        stopped: AtomicUsize::new(0),
+    };
     std::thread::scope(|scope| {
         let handles: Vec<_> = clients
             .into_iter()
             .zip(&slots)
             .enumerate()
             .map(|(index, (client, slot))| {
-                scope.spawn(move || producer::run(index, config, start, end_ns, slot, client))
+                scope.spawn(move || producer::run(index, run, slot, client))
             })
             .collect();
 
@@ -114,6 +124,16 @@ fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>)
             let tick_at = Duration::from_secs(tick).min(duration);
             if let Some(rest) = tick_at.checked_sub(start.elapsed()) {
                 std::thread::sleep(rest);
+            }
+            if tick_at >= duration {
+                // The last line waits (briefly) for every producer's final
+                // counts; a producer stuck in the engine is caught below.
+                let patience = Instant::now() + FINAL_TICK_PATIENCE;
+                while run.stopped.load(Ordering::Acquire) < config.producers
+                    && Instant::now() < patience
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
             }
             reporter.tick();
             if tick_at >= duration {

@@ -24,6 +24,7 @@ use debitcore::{AmountArg, Client, Code, Outcome, Request};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Longest the final drain waits for outstanding outcomes before it counts
@@ -64,27 +65,37 @@ pub struct ProducerResult {
     pub drain_s: f64,
 }
 
-/// Runs one producer until `end_ns` (ns since `start`), then drains.
-pub fn run(
-    index: usize,
-    config: &Config,
-    start: Instant,
-    end_ns: u64,
-    slot: &ProducerSlot,
-    mut client: Client,
-) -> ProducerResult {
-    let mut producer = Producer::new(index, config, start, slot);
+/// What every producer of one run shares.
+pub struct Run<'a> {
+    pub config: &'a Config,
+    /// The start of the measured part: time 0 of every latency tag.
+    pub start: Instant,
+    /// When producers stop sending, in ns since `start`.
+    pub end_ns: u64,
+    /// Producers that stopped sending and published their counts.
+    pub stopped: AtomicUsize,
+}
+
+/// Runs one producer until `run.end_ns`, then drains.
+pub fn run(index: usize, run: &Run, slot: &ProducerSlot, mut client: Client) -> ProducerResult {
+    let config = run.config;
+    let mut producer = Producer::new(index, config, run.start, slot);
     match config.rate {
-        None => producer.closed_loop(&mut client, end_ns),
+        None => producer.closed_loop(&mut client, run.end_ns),
         Some(rate) => {
             let interval_ns = 1e9 * config.producers as f64 / rate;
-            producer.open_loop(&mut client, end_ns, interval_ns);
+            producer.open_loop(&mut client, run.end_ns, interval_ns);
         }
     }
+    // Publish what the measured part did before draining, so that the
+    // reporter's last line covers it fully.
+    producer.publish();
+    run.stopped.fetch_add(1, Ordering::Release);
     let drain_start = Instant::now();
+    let mut outstanding = producer.in_flight_count();
     let drained = drain(
         &mut client,
-        &mut producer.in_flight_count(),
+        &mut outstanding,
         DRAIN_TIMEOUT,
         |tag, outcome| {
             let now = producer.now_ns();
