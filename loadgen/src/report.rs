@@ -615,6 +615,17 @@ impl Summary {
             self.steady_from_s,
             self.steady_to_s,
         );
+        if let Some(rate) = config.rate {
+            // Open loop: did the producers keep to the schedule? Sends
+            // behind it still count their latency from the intended time.
+            let sent_rate = t.sent_total() as f64 / self.measured_s.max(1e-9);
+            println!(
+                "  schedule    target {} req/s, sent {} req/s ({:.1}% of target)",
+                thousands(rate as u64),
+                thousands(sent_rate as u64),
+                sent_rate / rate * 100.0,
+            );
+        }
         let l = self.latency;
         println!(
             "  latency     p50 {}, p90 {}, p99 {}, p99.9 {}, p99.99 {}, max {}, mean {} (submit to outcome, whole run)",
