@@ -142,8 +142,17 @@ impl Shard {
     pub fn new(now_ms: u64, dedup_window_ms: u64, policy: Option<Box<dyn RiskPolicy>>) -> Shard {
         assert!(dedup_window_ms > 0, "the dedup window must be positive");
         Shard {
-            accounts: Vec::new(),
-            ids: Vec::new(),
+            // Slot 0 is never an account: key cells use it for "empty".
+            accounts: vec![Account {
+                balance: 0,
+                held: 0,
+                day_total: 0,
+                day: 0,
+                ext: EXT_NONE,
+                currency: Currency::USD,
+                frozen: false,
+            }],
+            ids: vec![0],
             index: WordMap::default(),
             exts: Vec::new(),
             keys: KeyTable::new(),
@@ -165,7 +174,7 @@ impl Shard {
     pub fn stats(&self) -> ShardStats {
         let index_bytes = self.index.capacity() * (std::mem::size_of::<(AccountId, u32)>() + 1);
         ShardStats {
-            accounts: self.accounts.len(),
+            accounts: self.accounts.len() - 1,
             keys: self.keys.len(),
             holds: self.holds.len(),
             timers: self.timers.len(),
@@ -422,7 +431,8 @@ impl Shard {
             },
         };
         let slot = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts per shard");
-        assert!(slot != crate::table::SLOT_EMPTY, "account slots exhausted");
+        assert!(slot != u32::MAX, "account slots exhausted");
+        debug_assert!(slot != crate::table::SLOT_EMPTY);
         let mut record = Account {
             balance: 0,
             held: 0,

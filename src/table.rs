@@ -12,6 +12,7 @@
 //! two, with no per-record timestamp and no timer per key.
 
 use crate::hash;
+use crate::hugemem::{Zeroable, ZeroedArray};
 
 /// One remembered key: (account slot, id), the op and result it had, what a
 /// later refund needs (the amount it moved), and a fingerprint of all its
@@ -20,7 +21,8 @@ use crate::hash;
 #[repr(C)]
 pub(crate) struct KeyRecord {
     pub id: u64,
-    /// Account slot in its shard; `SLOT_EMPTY` marks a free table cell.
+    /// Account slot in its shard (from 1); `SLOT_EMPTY` (0) marks a free
+    /// table cell, so a zero-filled table is an empty one.
     pub slot: u32,
     pub op: u8,
     pub code: u8,
@@ -33,7 +35,7 @@ pub(crate) struct KeyRecord {
     pub fingerprint: u64,
 }
 
-pub(crate) const SLOT_EMPTY: u32 = u32::MAX;
+pub(crate) const SLOT_EMPTY: u32 = 0;
 
 const EMPTY: KeyRecord = KeyRecord {
     id: 0,
@@ -47,10 +49,14 @@ const EMPTY: KeyRecord = KeyRecord {
 
 const _: () = assert!(std::mem::size_of::<KeyRecord>() == 32);
 
+// SAFETY: integers only, no padding niches; all zeros is the empty cell.
+#[allow(unsafe_code)]
+unsafe impl Zeroable for KeyRecord {}
+
 const CAPACITY_MIN: usize = 1024;
 
 pub(crate) struct KeyTable {
-    cells: Vec<KeyRecord>,
+    cells: ZeroedArray<KeyRecord>,
     mask: usize,
     len: usize,
 }
@@ -68,7 +74,7 @@ impl KeyTable {
     pub fn with_capacity(capacity: usize) -> KeyTable {
         let capacity = capacity.max(CAPACITY_MIN).next_power_of_two();
         KeyTable {
-            cells: vec![EMPTY; capacity],
+            cells: ZeroedArray::new(capacity),
             mask: capacity - 1,
             len: 0,
         }
@@ -121,6 +127,7 @@ impl KeyTable {
     }
 
     fn place(&mut self, record: KeyRecord) {
+        debug_assert!(record.slot != SLOT_EMPTY);
         let mut i = home(record.slot, record.id) as usize & self.mask;
         while self.cells[i].slot != SLOT_EMPTY {
             i = (i + 1) & self.mask;
@@ -130,10 +137,10 @@ impl KeyTable {
 
     fn grow(&mut self) {
         let capacity = self.cells.len() * 2;
-        let old = std::mem::replace(&mut self.cells, vec![EMPTY; capacity]);
+        let old = std::mem::replace(&mut self.cells, ZeroedArray::new(capacity));
         self.mask = capacity - 1;
-        for record in old.into_iter().filter(|r| r.slot != SLOT_EMPTY) {
-            self.place(record);
+        for record in old.iter().filter(|r| r.slot != SLOT_EMPTY) {
+            self.place(*record);
         }
     }
 
@@ -223,15 +230,13 @@ mod tests {
     fn finds_what_was_inserted_across_growth() {
         let mut table = KeyTable::new();
         for id in 0..10_000u64 {
-            table.insert(record((id % 7) as u32, id));
+            table.insert(record((id % 7) as u32 + 1, id));
         }
         assert_eq!(table.len(), 10_000);
         for id in 0..10_000u64 {
-            assert_eq!(
-                table.get((id % 7) as u32, id).map(|r| r.amount),
-                Some(id as i64)
-            );
-            assert!(table.get((id % 7) as u32 + 1, id).is_none());
+            let slot = (id % 7) as u32 + 1;
+            assert_eq!(table.get(slot, id).map(|r| r.amount), Some(id as i64));
+            assert!(table.get(slot + 1, id).is_none());
         }
         table.check_reachable();
     }
