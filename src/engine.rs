@@ -582,7 +582,7 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
                 }
             }
         }
-        if rounds.is_multiple_of(256) {
+        if rounds.is_multiple_of(64) {
             publish_stats(port, &shard, durable.as_ref());
         }
     }

@@ -60,11 +60,13 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub limits_fraction: f64,
 
-    /// Durability mode; only `none` exists until the write-ahead log lands.
-    #[arg(long, value_enum, default_value_t = Durability::None)]
+    /// Durability mode: `sync` (outcome after fdatasync), `batched` (flushes
+    /// wait up to 1 ms for company), `none` (no log).
+    #[arg(long, value_enum, default_value_t = Durability::Sync)]
     pub durability: Durability,
 
-    /// Data directory for the write-ahead log (not built yet).
+    /// Data directory for the write-ahead log; default: a temporary
+    /// directory removed at exit. Must not exist yet or be a debitcore one.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 
@@ -132,6 +134,7 @@ pub struct Config {
     pub rate: Option<f64>,
     pub limits_fraction: f64,
     pub durability: Durability,
+    pub data_dir: Option<PathBuf>,
     pub json: Option<PathBuf>,
     pub seed: u64,
     pub in_flight: usize,
@@ -142,17 +145,8 @@ impl Args {
     /// Fills in machine-dependent defaults and refuses what cannot run yet.
     /// `cores` is passed in so that tests do not depend on the machine.
     pub fn resolve(self, cores: usize) -> Result<Config, String> {
-        if self.durability != Durability::None {
-            return Err(format!(
-                "durability {} needs the write-ahead log, which is not built yet",
-                self.durability.name()
-            ));
-        }
-        if let Some(dir) = &self.data_dir {
-            return Err(format!(
-                "--data-dir {} needs the write-ahead log, which is not built yet",
-                dir.display()
-            ));
+        if self.durability == Durability::None && self.data_dir.is_some() {
+            return Err("--data-dir needs --durability sync or batched".to_string());
         }
         let cores = cores.max(1);
         let shards = self.shards.unwrap_or(cores.min(SHARD_COUNT_MAX));
@@ -177,6 +171,7 @@ impl Args {
             rate: self.rate,
             limits_fraction: self.limits_fraction,
             durability: self.durability,
+            data_dir: self.data_dir,
             json: self.json,
             seed: self.seed,
             in_flight: self.in_flight,
@@ -273,7 +268,7 @@ mod tests {
         assert_eq!(config.id_order, IdOrder::Random);
         assert_eq!(config.rate, None);
         assert_eq!(config.limits_fraction, 0.0);
-        assert_eq!(config.durability, Durability::None);
+        assert_eq!(config.durability, Durability::Sync);
     }
 
     #[test]
@@ -330,24 +325,22 @@ mod tests {
     }
 
     #[test]
-    fn the_log_is_not_built_yet() {
-        for durability in ["sync", "batched"] {
-            let error = parse(&["--durability", durability])
-                .unwrap()
-                .resolve(2)
-                .unwrap_err();
+    fn durability_modes_and_data_dir() {
+        for (flag, mode) in [("sync", Durability::Sync), ("batched", Durability::Batched)] {
+            let config = parse(&["--durability", flag]).unwrap().resolve(2).unwrap();
+            assert_eq!(config.durability, mode);
             assert_eq!(
-                error,
-                format!(
-                    "durability {durability} needs the write-ahead log, which is not built yet"
-                )
+                config.data_dir, None,
+                "a temporary directory is chosen at run time"
             );
         }
-        let error = parse(&["--data-dir=/tmp/x"])
+        let config = parse(&["--data-dir=/tmp/x"]).unwrap().resolve(2).unwrap();
+        assert_eq!(config.data_dir, Some(PathBuf::from("/tmp/x")));
+        let error = parse(&["--durability=none", "--data-dir=/tmp/x"])
             .unwrap()
             .resolve(2)
             .unwrap_err();
-        assert!(error.contains("needs the write-ahead log, which is not built yet"));
+        assert!(error.contains("--data-dir needs --durability"), "{error}");
         assert!(parse(&["--durability=none"]).unwrap().resolve(2).is_ok());
     }
 

@@ -16,7 +16,7 @@ mod report;
 mod setup;
 mod workload;
 
-use args::{Args, Config};
+use args::{Args, Config, Durability};
 use clap::Parser;
 use debitcore::{ClockMode, Engine, EngineConfig};
 use report::{Machine, ProducerSlot, Reporter, Summary};
@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 /// key, and the system allocator's contention would be measured instead.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `--durability batched`: the longest a group waits for more rounds.
+const BATCHED_DELAY_US: u64 = 1_000;
 
 /// Longest the last per-second line waits for producers to stop sending.
 const FINAL_TICK_PATIENCE: Duration = Duration::from_secs(1);
@@ -45,12 +48,34 @@ fn main() {
     };
     report::print_header(&machine, &config);
 
-    let engine = Engine::start(EngineConfig {
+    // A durable run without --data-dir logs into a temporary directory,
+    // removed at the end.
+    let temp_dir = (config.durability != Durability::None && config.data_dir.is_none())
+        .then(|| std::env::temp_dir().join(format!("loadgen-{}", std::process::id())));
+    let data_dir = config.data_dir.clone().or_else(|| temp_dir.clone());
+    let engine = match Engine::open(EngineConfig {
         shards: config.shards,
         clock: ClockMode::Wall,
         dedup_window_ms: config.dedup_window_ms,
-        risk_policy: None,
-    });
+        data_dir: data_dir.clone(),
+        durability: match config.durability {
+            Durability::None => debitcore::Durability::None,
+            Durability::Sync => debitcore::Durability::Sync,
+            Durability::Batched => debitcore::Durability::Batched {
+                max_delay_us: BATCHED_DELAY_US,
+            },
+        },
+        ..EngineConfig::default()
+    }) {
+        Ok(engine) => engine,
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            std::process::exit(1);
+        }
+    };
+    if let Some(dir) = &data_dir {
+        println!("log       {}", dir.display());
+    }
     let setup = setup::fund(&engine, &config);
     setup.print();
     if !setup.failures.is_empty() || setup.lost > 0 {
@@ -65,10 +90,14 @@ fn main() {
 
     let (mut summary, intervals) = measure(&engine, &config);
     summary.engine = report::EngineTotals::of(&engine.stats());
+    summary.log_bytes_measured = intervals.iter().map(|i| i.log_bytes).sum();
     summary.print(&config);
 
     let shutdown_started = Instant::now();
     engine.shutdown();
+    if let Some(dir) = &temp_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     println!(
         "  shutdown    {:.3} s",
         shutdown_started.elapsed().as_secs_f64()
@@ -118,7 +147,7 @@ fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>)
             })
             .collect();
 
-        let mut reporter = Reporter::new(&slots, start);
+        let mut reporter = Reporter::new(&slots, engine, start);
         let mut tick = 1u64;
         loop {
             let tick_at = Duration::from_secs(tick).min(duration);

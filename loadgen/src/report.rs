@@ -183,6 +183,8 @@ pub struct Interval {
     pub length_s: f64,
     pub counts: Counts,
     pub latency: Latency,
+    /// Bytes of write-ahead log written during the interval.
+    pub log_bytes: u64,
 }
 
 /// Latency percentiles in ns; `None` when nothing was recorded.
@@ -233,9 +235,17 @@ impl Latency {
     }
 }
 
+/// Bytes of log the engine's shards have written (as of their last
+/// published statistics).
+pub fn log_bytes(engine: &debitcore::Engine) -> u64 {
+    engine.stats().iter().map(|s| s.log_bytes).sum()
+}
+
 /// Collects the slots once a second and prints the per-second lines.
 pub struct Reporter<'a> {
     slots: &'a [ProducerSlot],
+    engine: &'a debitcore::Engine,
+    last_log_bytes: u64,
     start: Instant,
     last: Counts,
     last_t_s: f64,
@@ -245,9 +255,15 @@ pub struct Reporter<'a> {
 }
 
 impl<'a> Reporter<'a> {
-    pub fn new(slots: &'a [ProducerSlot], start: Instant) -> Reporter<'a> {
+    pub fn new(
+        slots: &'a [ProducerSlot],
+        engine: &'a debitcore::Engine,
+        start: Instant,
+    ) -> Reporter<'a> {
         Reporter {
             slots,
+            engine,
+            last_log_bytes: log_bytes(engine),
             start,
             last: Counts::default(),
             last_t_s: 0.0,
@@ -284,12 +300,15 @@ impl<'a> Reporter<'a> {
         self.total_histogram
             .add(&self.interval_histogram)
             .expect("histograms share their bounds");
+        let log_now = log_bytes(self.engine);
         let interval = Interval {
             t_s,
             length_s: t_s - self.last_t_s,
             counts: totals.since(&self.last),
             latency: Latency::of(&self.interval_histogram),
+            log_bytes: log_now.saturating_sub(self.last_log_bytes),
         };
+        self.last_log_bytes = log_now;
         self.last = totals;
         self.last_t_s = t_s;
         print_interval(&interval);
@@ -338,7 +357,10 @@ fn print_interval(interval: &Interval) {
         show(lat.p99),
         show(lat.p999),
         show(lat.max),
-        "-",
+        format!(
+            "{:.1}",
+            interval.log_bytes as f64 / 1e6 / interval.length_s.max(1e-9)
+        ),
         rejections_text(&codes),
     );
 }
@@ -442,6 +464,8 @@ pub struct EngineTotals {
     pub holds: usize,
     pub account_bytes: usize,
     pub key_bytes: usize,
+    pub log_bytes: u64,
+    pub log_syncs: u64,
 }
 
 impl EngineTotals {
@@ -453,6 +477,8 @@ impl EngineTotals {
             t.holds += s.holds;
             t.account_bytes += s.account_bytes;
             t.key_bytes += s.key_bytes;
+            t.log_bytes += s.log_bytes;
+            t.log_syncs += s.log_syncs;
         }
         t
     }
@@ -552,8 +578,10 @@ pub struct Summary {
     pub drain_timed_out: bool,
     /// Cores' worth of CPU the process used during the measured part.
     pub cpu_cores_used: Option<f64>,
-    /// Shard stats as of each worker's last report (every 1024 rounds).
+    /// Shard stats as of each worker's last report (every 64 rounds).
     pub engine: EngineTotals,
+    /// Log bytes written during the measured part (setup excluded).
+    pub log_bytes_measured: u64,
 }
 
 impl Summary {
@@ -586,6 +614,7 @@ impl Summary {
             drain_timed_out: timed_out,
             cpu_cores_used: cpu_s.map(|cpu| cpu / steady_to_s.max(1e-9)),
             engine: EngineTotals::default(),
+            log_bytes_measured: 0,
         }
     }
 
@@ -708,7 +737,19 @@ impl Summary {
             "  drain       {:.3} s after the measured part",
             self.drain_s
         );
-        println!("  log         - (no write-ahead log yet)");
+        let e = &self.engine;
+        if e.log_bytes == 0 {
+            println!("  log         none (durability none)");
+        } else {
+            let requests = self.totals.received_total().max(1);
+            println!(
+                "  log         {:.1} MB during the run ({:.1} bytes per request); {:.1} MB and {} flushes with setup",
+                self.log_bytes_measured as f64 / 1e6,
+                self.log_bytes_measured as f64 / requests as f64,
+                e.log_bytes as f64 / 1e6,
+                thousands(e.log_syncs),
+            );
+        }
     }
 
     pub fn to_json(
