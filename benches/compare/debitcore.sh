@@ -7,6 +7,7 @@
 #   debitcore.sh run     run it and record its debits/s
 #
 # DEBITCORE_DIR is the checkout to use (default: the one this script is in).
+# LOADGEN_DURABILITY lists the --durability modes (default "sync none").
 # LOADGEN_IN_FLIGHT lists the --in-flight values to run (default "default 1":
 # loadgen's own default, then CLIENTS producers with one request in flight
 # each, which is how the pgbench and redis-benchmark -P 1 clients behave).
@@ -48,13 +49,18 @@ case "$action" in
             || { tail -n 30 "${WORKDIR:-/tmp}/loadgen-build.log" >&2; die "building loadgen failed"; }
         ;;
     run)
+        for durability in ${LOADGEN_DURABILITY:-sync none}; do
         for in_flight in $LOADGEN_IN_FLIGHT; do
-            cmd=(cargo run --release -q -p loadgen -- --duration "$DURATION" --mix debit=100 --accounts "$ACCOUNTS")
-            label="in memory (no WAL yet), loadgen defaults (pipelined)"
+            cmd=(cargo run --release -q -p loadgen -- --duration "$DURATION" --mix debit=100 --accounts "$ACCOUNTS" --durability "$durability")
+            case $durability in
+                sync) mode="durable (sync: outcome after fdatasync)" ;;
+                *) mode="in memory (durability $durability)" ;;
+            esac
+            label="$mode, loadgen defaults (pipelined)"
             if [ "$in_flight" != default ]; then
                 # As many producers as the servers get clients.
                 cmd+=(--in-flight "$in_flight" --producers "$CLIENTS")
-                label="in memory (no WAL yet), $CLIENTS producers x --in-flight $in_flight"
+                label="$mode, $CLIENTS producers x --in-flight $in_flight"
             fi
             shown="(cd $(shell_join "$DEBITCORE_DIR") && $(shell_join "${cmd[@]}"))"
             log "debitcore: $label for ${DURATION}s"
@@ -72,6 +78,7 @@ case "$action" in
             fi
             echo "  check: loadgen exit status $status; wanted: status 0, lost outcomes 0, no replayed fresh ids -> $verdict"
             record debitcore "$label" "${rate:--}" "$verdict" "$shown"
+        done
         done
         ;;
     *) die "usage: debitcore.sh build|run" ;;
