@@ -704,8 +704,10 @@ pub struct Client {
     /// Outcomes of `send` that came back while the client waited for
     /// something else, to hand out by the next `poll`/`wait`.
     ready: VecDeque<(u64, Outcome)>,
-    /// Outcomes of `submit`/`submit_batch` in progress, by tag.
+    /// Outcomes of `submit`/`submit_batch` in progress, by tag, and how
+    /// many are still missing.
     sync_results: Vec<Option<Outcome>>,
+    sync_missing: usize,
     /// `advance_clock` sends in progress: tag, shards still to answer.
     broadcasts: Vec<(u64, Kind, usize)>,
     batch_size: usize,
@@ -727,6 +729,7 @@ impl Client {
             outstanding: 0,
             ready: VecDeque::new(),
             sync_results: Vec::new(),
+            sync_missing: 0,
             broadcasts: Vec::new(),
             batch_size: CLIENT_BATCH_SIZE_DEFAULT,
             in_flight_max: CLIENT_IN_FLIGHT_MAX_DEFAULT,
@@ -749,11 +752,12 @@ impl Client {
     pub fn submit_batch(&mut self, requests: &[Request]) -> Vec<Outcome> {
         self.sync_results.clear();
         self.sync_results.resize(requests.len(), None);
+        self.sync_missing = requests.len();
         for (i, request) in requests.iter().enumerate() {
             self.enqueue(i as u64, Kind::Sync, request.clone());
         }
         self.flush();
-        while self.sync_results.iter().any(Option::is_none) {
+        while self.sync_missing > 0 {
             self.block_for_inbox();
             self.take_inbox();
         }
@@ -887,7 +891,11 @@ impl Client {
     fn finish(&mut self, tag: u64, kind: Kind, outcome: Outcome) {
         match kind {
             Kind::User => self.ready.push_back((tag, outcome)),
-            Kind::Sync => self.sync_results[tag as usize] = Some(outcome),
+            Kind::Sync => {
+                debug_assert!(self.sync_results[tag as usize].is_none());
+                self.sync_results[tag as usize] = Some(outcome);
+                self.sync_missing -= 1;
+            }
         }
     }
 

@@ -3,8 +3,8 @@
 //! A record is 8-byte aligned, little-endian (see `docs/wal-format.md`):
 //!
 //! ```text
-//! 0   u32  len      bytes from offset 0 to the end of the payload (unpadded)
-//! 4   u32  crc      CRC-32C over bytes [0,4) and [8,len)
+//! 0   u32  crc      CRC-32C over bytes [4,len): one pass, length included
+//! 4   u32  len      bytes from offset 0 to the end of the payload (unpadded)
 //! 8   u64  lsn      shard sequence number, 1, 2, 3, ... without gaps
 //! 16  u8   kind     Request | Tick | Group
 //! 17  ...  payload
@@ -82,15 +82,15 @@ pub fn encode(out: &mut Vec<u8>, lsn: u64, record: &Record) -> usize {
     }
     let len = out.len();
     debug_assert!(len <= RECORD_BYTES_MAX);
-    out[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&(len as u32).to_le_bytes());
     let crc = checksum(out);
-    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    out[0..4].copy_from_slice(&crc.to_le_bytes());
     out.resize(padded(len), 0);
     out.len()
 }
 
 fn checksum(record: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&record[0..4]), &record[8..])
+    crc32c::crc32c(&record[4..])
 }
 
 /// What is at one offset of a segment.
@@ -110,17 +110,21 @@ pub enum Frame {
 
 /// Reads the frame at the start of `bytes`.
 pub fn decode(bytes: &[u8]) -> Frame {
-    if bytes.len() < 4 {
+    if bytes.len() < 8 {
         return Frame::Empty;
     }
-    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+    let len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
     if len == 0 {
-        return Frame::Empty;
+        return if bytes[0..4] == [0; 4] {
+            Frame::Empty
+        } else {
+            Frame::Damaged("checksum without a length")
+        };
     }
     if !(HEADER_BYTES..=RECORD_BYTES_MAX).contains(&len) || len > bytes.len() {
         return Frame::Damaged("length out of range");
     }
-    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
     if checksum(&bytes[..len]) != crc {
         return Frame::Damaged("checksum mismatch");
     }
@@ -553,7 +557,7 @@ mod tests {
                 code: Code::Ok,
             },
         );
-        let len = u32::from_le_bytes(out[0..4].try_into().unwrap()) as usize;
+        let len = u32::from_le_bytes(out[4..8].try_into().unwrap()) as usize;
         for byte in 0..len {
             for bit in 0..8 {
                 let mut damaged = out.clone();
