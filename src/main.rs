@@ -62,7 +62,21 @@ enum Durability {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: not errors.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Every argument error names the usage, not only some of clap's.
+            let _ = e.print();
+            let usage = <Cli as clap::CommandFactory>::command().render_usage();
+            eprintln!("\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Command::Run {
             shards,

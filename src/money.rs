@@ -91,8 +91,16 @@ const EXPONENT_MAX: u32 = 3;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AmountArg {
     /// `mantissa * 10^-scale`, normalized: no trailing zero in the mantissa
-    /// while `scale > 0`, and `scale <= 3`. Zero is `{0, 0}`.
-    Decimal { mantissa: u64, scale: u32 },
+    /// while `scale > 0`, and `scale <= 3`. Zero is `{0, 0}`. `digits` is
+    /// how many fractional digits the text had, trailing zeros included
+    /// (saturating at 255): SPEC counts them against the currency's
+    /// exponent ("1.230" is invalid in USD), though "1.230" and "1.23" are
+    /// the same number for replays.
+    Decimal {
+        mantissa: u64,
+        scale: u32,
+        digits: u8,
+    },
     /// Not a valid amount in any currency: not of the form
     /// `[0-9]+(\.[0-9]+)?`, or too many fractional digits, or too large.
     /// Kept only as a fingerprint of its normalized text, so that a replay
@@ -116,6 +124,7 @@ impl AmountArg {
                 fingerprint: hash::bytes(0xA1, bytes),
             };
         }
+        let digits = frac_part.map_or(0, |f| u8::try_from(f.len()).unwrap_or(u8::MAX));
         // Normalize: no leading zeros in the integer part, no trailing zeros
         // in the fraction.
         let int_part = trim_leading_zeros(int_part);
@@ -130,6 +139,7 @@ impl AmountArg {
             return AmountArg::Decimal {
                 mantissa,
                 scale: scale as u32,
+                digits,
             };
         }
         let mut normalized = Vec::with_capacity(digits_count + 2);
@@ -145,6 +155,9 @@ impl AmountArg {
 
     /// An amount in major units from a `rust_decimal::Decimal`, the way an
     /// embedding gateway usually holds money. Negative numbers are invalid.
+    /// Unlike the line format, trailing zeros of the `Decimal`'s scale do
+    /// not count against the currency (arithmetic leaves them: 10.00 * 1.5
+    /// is 15.000), so `15.000` is a valid USD amount here.
     pub fn from_decimal(value: Decimal) -> AmountArg {
         if value.is_sign_negative() && !value.is_zero() {
             return AmountArg::Invalid {
@@ -166,7 +179,11 @@ impl AmountArg {
         if mantissa == 0 {
             scale = 0;
         }
-        AmountArg::Decimal { mantissa, scale }
+        AmountArg::Decimal {
+            mantissa,
+            scale,
+            digits: scale as u8,
+        }
     }
 
     /// Minor units in a currency of `exponent`, if the number has no more
@@ -174,7 +191,12 @@ impl AmountArg {
     /// callers that need `> 0` check it.
     pub fn to_minor(self, exponent: u32) -> Option<i64> {
         match self {
-            AmountArg::Decimal { mantissa, scale } if scale <= exponent => {
+            AmountArg::Decimal {
+                mantissa,
+                scale,
+                digits,
+            } if u32::from(digits) <= exponent => {
+                debug_assert!(scale <= u32::from(digits));
                 let factor = POW10[(exponent - scale) as usize];
                 let minor = mantissa.checked_mul(factor)?;
                 i64::try_from(minor).ok()
@@ -192,9 +214,10 @@ impl AmountArg {
     /// compare equal.
     pub fn fingerprint(self) -> u64 {
         match self {
-            AmountArg::Decimal { mantissa, scale } => {
-                hash::mix(hash::mix(0xA3, mantissa), u64::from(scale))
-            }
+            // Not `digits`: "12.3" and "12.30" are the same number.
+            AmountArg::Decimal {
+                mantissa, scale, ..
+            } => hash::mix(hash::mix(0xA3, mantissa), u64::from(scale)),
             AmountArg::Invalid { fingerprint } => fingerprint,
         }
     }
@@ -274,14 +297,20 @@ mod tests {
 
     #[test]
     fn precision_counts_even_zeros() {
+        assert_eq!(minor("1.230", 2), None, "SPEC: 1.230 is invalid in USD");
+        assert_eq!(minor("1.230", 3), Some(1230));
+        assert_eq!(minor("1.20", 2), Some(120));
+        assert_eq!(minor("5.000", 2), None);
+        assert_eq!(minor("0.0", 0), None);
         assert_eq!(
-            minor("1.230", 2),
-            Some(123),
-            "trailing zeros do not add precision"
+            AmountArg::parse("0.0").to_minor(0),
+            None,
+            "an overdraft 0.0 in JPY"
         );
         assert_eq!(minor("1.234", 2), None);
         assert_eq!(minor("1.5", 0), None);
-        assert_eq!(minor("1.0", 0), Some(1));
+        assert_eq!(minor("1.0", 0), None);
+        assert_eq!(minor("1", 0), Some(1));
     }
 
     #[test]
@@ -328,6 +357,11 @@ mod tests {
     fn decimal_and_minor_constructors_agree_with_text() {
         let d = |s: &str| AmountArg::from_decimal(s.parse::<Decimal>().unwrap());
         assert_eq!(d("12.30"), AmountArg::parse("12.3"));
+        assert_eq!(
+            d("15.000").to_positive_minor(2),
+            Some(1500),
+            "a Decimal's scale is lenient"
+        );
         assert_eq!(d("500"), AmountArg::parse("500"));
         assert_eq!(d("0.001"), AmountArg::parse("0.001"));
         assert!(matches!(d("-1"), AmountArg::Invalid { .. }));

@@ -167,10 +167,15 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
 fn put_amount(out: &mut Vec<u8>, amount: Option<AmountArg>) {
     match amount {
         None => out.push(0),
-        Some(AmountArg::Decimal { mantissa, scale }) => {
+        Some(AmountArg::Decimal {
+            mantissa,
+            scale,
+            digits,
+        }) => {
             out.push(1);
             put_u64(out, mantissa);
             out.push(scale as u8);
+            out.push(digits);
         }
         Some(AmountArg::Invalid { fingerprint }) => {
             out.push(2);
@@ -335,7 +340,12 @@ impl Reader<'_> {
             1 => {
                 let mantissa = self.u64()?;
                 let scale = u32::from(self.u8()?);
-                Some(Some(AmountArg::Decimal { mantissa, scale }))
+                let digits = self.u8()?;
+                Some(Some(AmountArg::Decimal {
+                    mantissa,
+                    scale,
+                    digits,
+                }))
             }
             2 => Some(Some(AmountArg::Invalid {
                 fingerprint: self.u64()?,
