@@ -1,30 +1,74 @@
-//! STUB: the real engine is being written. Signatures are final.
-use crate::outcome::Outcome;
-use crate::request::Request;
+//! The engine: shard workers, the queues into them, and the clients that
+//! gateway threads submit through.
+//!
+//! ```text
+//!  gateway thread                       shard worker (one per shard)
+//!  Client::send ─► per-shard buffer ─►  Port::queue (MPSC, batches) ─► Shard::apply
+//!                  (flush at 64 or                                          │
+//!                   on wait/flush)       Inbox::done (per client) ◄─────────┘
+//!  Client::poll/wait ◄──────────────────  outcomes, one Vec per batch
+//! ```
+//!
+//! A client buffers requests per shard and hands a shard a whole batch with
+//! one queue push, so the cost of the hand-off (a CAS, a fence) is paid per
+//! batch, not per request. A worker takes up to
+//! [`WORKER_MESSAGES_PER_ROUND_MAX`] batches, reads the clock once, applies
+//! them in order and sends each batch's outcomes back with one push.
+//!
+//! **Architecture Invariant:** a shard's tables are touched only by its
+//! worker thread; no lock is taken on the path of a request. Locks
+//! (parking_lot) appear only where a thread must sleep: a worker with an
+//! empty queue, a client waiting for outcomes, a future's waker.
+//!
+//! Ordering: one client's requests for one shard travel in one FIFO queue,
+//! so requests on one account take effect in the order that client sent
+//! them. `advance_clock` is sent to every shard in the same per-shard
+//! streams, so each shard sees it at its place in the client's order.
+
+use crate::hash;
+use crate::limits::{
+    CLIENT_BATCH_SIZE_DEFAULT, CLIENT_IN_FLIGHT_MAX_DEFAULT, SHARD_COUNT_MAX, SPIN_LIMIT,
+    WORKER_MESSAGES_PER_ROUND_MAX, WORKER_PARK_TIMEOUT_US,
+};
+use crate::outcome::{Code, Outcome};
+use crate::request::{AccountId, Request};
 use crate::risk::RiskPolicy;
+use crate::shard::{Shard, ShardStats};
+use crossbeam_queue::SegQueue;
+use crossbeam_utils::CachePadded;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where engine time comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ClockMode {
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch, read once per worker round and
+    /// never allowed to go backwards.
     #[default]
     Wall,
     /// Starts at 0; moves only on `Request::AdvanceClock`.
     Manual,
 }
 
-/// Builds one risk policy per shard.
+/// Builds one risk policy per shard (the argument is the shard index).
 pub type RiskPolicyFactory = Arc<dyn Fn(usize) -> Box<dyn RiskPolicy> + Send + Sync>;
 
+/// How to start an engine.
 #[derive(Clone)]
 pub struct EngineConfig {
+    /// Number of shards, each with its own worker thread (default: cores).
     pub shards: usize,
     pub clock: ClockMode,
+    /// Keys and ended holds are remembered at least this long.
     pub dedup_window_ms: u64,
+    /// `None`: SPEC's built-in rules (`review_above`, `velocity`).
     pub risk_policy: Option<RiskPolicyFactory>,
 }
 
@@ -39,55 +83,780 @@ impl Default for EngineConfig {
     }
 }
 
-pub struct Engine {}
+/// A running engine. Dropping it (or [`Engine::shutdown`]) stops the workers
+/// after they have answered everything already handed to them.
+pub struct Engine {
+    inner: Arc<Inner>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+struct Inner {
+    ports: Vec<CachePadded<Port>>,
+    clock: ClockMode,
+    /// Set when shutdown begins: workers finish their queues and exit.
+    stopping: AtomicBool,
+    /// Set when every worker has exited.
+    stopped: AtomicBool,
+}
+
+/// The way into one shard.
+struct Port {
+    queue: SegQueue<Batch>,
+    /// The worker is asleep, or about to be: a producer must wake it.
+    parked: AtomicBool,
+    sleep: Mutex<()>,
+    wake: Condvar,
+    stats: Mutex<ShardStats>,
+}
+
+/// Requests from one client for one shard, answered together.
+struct Batch {
+    items: Vec<Item>,
+    reply: Reply,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Sent with `Client::send`: handed back through `poll`/`wait`.
+    User,
+    /// Sent by `Client::submit`/`submit_batch`: kept by that call.
+    Sync,
+}
+
+struct Item {
+    tag: u64,
+    kind: Kind,
+    /// `advance_clock`: one copy per shard, answered once all are done.
+    broadcast: bool,
+    request: Request,
+}
+
+struct Done {
+    tag: u64,
+    kind: Kind,
+    broadcast: bool,
+    outcome: Outcome,
+}
+
+enum Reply {
+    Client(Arc<Inbox>),
+    Future(Arc<FutureSlot>),
+}
+
+/// Where a client's outcomes arrive, from any shard.
+struct Inbox {
+    done: SegQueue<Vec<Done>>,
+    waiting: AtomicBool,
+    sleep: Mutex<()>,
+    wake: Condvar,
+}
 
 impl Engine {
-    pub fn start(_config: EngineConfig) -> Engine {
-        todo!()
+    /// Starts `config.shards` workers, each owning an empty shard.
+    pub fn start(config: EngineConfig) -> Engine {
+        assert!(
+            (1..=SHARD_COUNT_MAX).contains(&config.shards),
+            "shards must be 1..={SHARD_COUNT_MAX}"
+        );
+        let ports = (0..config.shards)
+            .map(|_| {
+                CachePadded::new(Port {
+                    queue: SegQueue::new(),
+                    parked: AtomicBool::new(false),
+                    sleep: Mutex::new(()),
+                    wake: Condvar::new(),
+                    stats: Mutex::new(ShardStats::default()),
+                })
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            ports,
+            clock: config.clock,
+            stopping: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+        });
+        let start_ms = match config.clock {
+            ClockMode::Wall => wall_ms(),
+            ClockMode::Manual => 0,
+        };
+        let workers = (0..config.shards)
+            .map(|index| {
+                let inner = Arc::clone(&inner);
+                let policy = config.risk_policy.as_ref().map(|factory| factory(index));
+                let shard = Shard::new(start_ms, config.dedup_window_ms, policy);
+                std::thread::Builder::new()
+                    .name(format!("debitcore-shard-{index}"))
+                    .spawn(move || worker(&inner, index, shard))
+                    .expect("spawning a shard worker")
+            })
+            .collect();
+        Engine { inner, workers }
     }
+
+    /// A new client for one gateway thread.
     pub fn client(&self) -> Client {
-        todo!()
+        Client::new(Arc::clone(&self.inner))
     }
-    pub fn submit_async(&self, _request: Request) -> OutcomeFuture {
-        todo!()
-    }
+
     pub fn shard_count(&self) -> usize {
-        todo!()
+        self.inner.ports.len()
     }
-    pub fn shutdown(self) {}
+
+    /// The shard that owns `account`: a fixed, well-mixed function of the id.
+    pub fn shard_of(&self, account: AccountId) -> usize {
+        self.inner.shard_of(account)
+    }
+
+    /// Counts and memory of every shard, as of each worker's last round.
+    pub fn stats(&self) -> Vec<ShardStats> {
+        self.inner.ports.iter().map(|p| *p.stats.lock()).collect()
+    }
+
+    /// Submits one request from any thread or task; the future resolves to
+    /// its outcome. Needs no async runtime: the worker wakes the task's
+    /// waker. Each call is its own queue push (no batching on the way in),
+    /// so a busy gateway thread should prefer a [`Client`].
+    pub fn submit_async(&self, request: Request) -> OutcomeFuture {
+        let shards: Vec<usize> = match request.account() {
+            Some(account) => vec![self.inner.shard_of(account)],
+            None if self.inner.clock == ClockMode::Wall => {
+                return OutcomeFuture::ready(Outcome::new(Code::ClockNotManual));
+            }
+            None => (0..self.inner.ports.len()).collect(),
+        };
+        let slot = Arc::new(FutureSlot {
+            remaining: AtomicUsize::new(shards.len()),
+            state: Mutex::new((None, None)),
+        });
+        for shard in shards {
+            let batch = Batch {
+                items: vec![Item {
+                    tag: 0,
+                    kind: Kind::User,
+                    broadcast: false,
+                    request: request.clone(),
+                }],
+                reply: Reply::Future(Arc::clone(&slot)),
+            };
+            self.inner.push(shard, batch);
+        }
+        OutcomeFuture {
+            slot: Some(slot),
+            ready: None,
+        }
+    }
+
+    /// Stops the workers once they have answered what they were given.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        for port in &self.inner.ports {
+            let _guard = port.sleep.lock();
+            port.wake.notify_one();
+        }
+        for worker in self.workers.drain(..) {
+            if worker.join().is_err() {
+                // The panic was already reported on stderr by the worker
+                // thread; stop the others cleanly anyway.
+                continue;
+            }
+        }
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.answer_orphans();
+    }
 }
 
-pub struct Client {}
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Inner {
+    fn shard_of(&self, account: AccountId) -> usize {
+        hash::range(hash::fold(account), self.ports.len())
+    }
+
+    fn push(&self, shard: usize, batch: Batch) {
+        if self.stopped.load(Ordering::SeqCst) {
+            deliver_all(batch, |_| Outcome::new(Code::ShuttingDown));
+            return;
+        }
+        let port = &self.ports[shard];
+        port.queue.push(batch);
+        // Pairs with the fence in `worker` between setting `parked` and
+        // looking at the queue once more: one of the two sees the other.
+        fence(Ordering::SeqCst);
+        if port.parked.load(Ordering::Relaxed) {
+            let _guard = port.sleep.lock();
+            port.wake.notify_one();
+        }
+    }
+
+    /// Answers batches pushed after the workers exited.
+    fn answer_orphans(&self) {
+        for port in &self.ports {
+            while let Some(batch) = port.queue.pop() {
+                deliver_all(batch, |_| Outcome::new(Code::ShuttingDown));
+            }
+        }
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The shard worker: takes batches, applies them, sends outcomes back.
+fn worker(inner: &Inner, index: usize, mut shard: Shard) {
+    let port = &inner.ports[index];
+    let mut round: Vec<Batch> = Vec::with_capacity(WORKER_MESSAGES_PER_ROUND_MAX);
+    let mut rounds: u64 = 0;
+    loop {
+        while round.len() < WORKER_MESSAGES_PER_ROUND_MAX {
+            match port.queue.pop() {
+                Some(batch) => round.push(batch),
+                None => break,
+            }
+        }
+        if round.is_empty() {
+            if inner.stopping.load(Ordering::SeqCst) && port.queue.is_empty() {
+                *port.stats.lock() = shard.stats();
+                return;
+            }
+            idle(inner, port);
+            continue;
+        }
+        if inner.clock == ClockMode::Wall {
+            shard.advance_to(wall_ms());
+        }
+        for batch in round.drain(..) {
+            let Batch { items, reply } = batch;
+            // Touch every account and key cell of the batch first, so the
+            // cache misses overlap rather than queue up one by one.
+            let mut touched = 0u64;
+            for item in &items {
+                touched ^= shard.prefetch(&item.request);
+            }
+            std::hint::black_box(touched);
+            let done: Vec<Done> = items
+                .into_iter()
+                .map(|item| Done {
+                    tag: item.tag,
+                    kind: item.kind,
+                    broadcast: item.broadcast,
+                    outcome: shard.apply(&item.request),
+                })
+                .collect();
+            reply.deliver(done);
+        }
+        rounds += 1;
+        if cfg!(debug_assertions) {
+            let stats = shard.stats();
+            if stats.accounts + stats.holds <= 4096 || rounds % 256 == 0 {
+                if let Err(broken) = shard.check_invariants() {
+                    panic!("shard {index}: invariant broken after round {rounds}: {broken}");
+                }
+            }
+        }
+        if rounds % 1024 == 0 {
+            *port.stats.lock() = shard.stats();
+        }
+    }
+}
+
+/// Spins briefly, then sleeps until a producer pushes (or a short timeout,
+/// after which the wall clock is read again).
+fn idle(inner: &Inner, port: &Port) {
+    for _ in 0..SPIN_LIMIT {
+        if !port.queue.is_empty() {
+            return;
+        }
+        std::hint::spin_loop();
+    }
+    let mut guard = port.sleep.lock();
+    port.parked.store(true, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    if port.queue.is_empty() && !inner.stopping.load(Ordering::SeqCst) {
+        port.wake
+            .wait_for(&mut guard, Duration::from_micros(WORKER_PARK_TIMEOUT_US));
+    }
+    port.parked.store(false, Ordering::Relaxed);
+}
+
+impl Reply {
+    fn deliver(self, done: Vec<Done>) {
+        match self {
+            Reply::Client(inbox) => {
+                inbox.done.push(done);
+                fence(Ordering::SeqCst);
+                if inbox.waiting.load(Ordering::Relaxed) {
+                    let _guard = inbox.sleep.lock();
+                    inbox.wake.notify_one();
+                }
+            }
+            Reply::Future(slot) => {
+                for d in done {
+                    slot.complete(d.outcome);
+                }
+            }
+        }
+    }
+}
+
+fn deliver_all(batch: Batch, outcome: impl Fn(&Request) -> Outcome) {
+    let done = batch
+        .items
+        .into_iter()
+        .map(|item| Done {
+            tag: item.tag,
+            kind: item.kind,
+            broadcast: item.broadcast,
+            outcome: outcome(&item.request),
+        })
+        .collect();
+    batch.reply.deliver(done);
+}
+
+/// A gateway thread's handle: buffers requests per shard on the way in and
+/// takes outcomes on the way out. Not shared between threads (it is `Send`,
+/// so it may move to another thread).
+pub struct Client {
+    inner: Arc<Inner>,
+    inbox: Arc<Inbox>,
+    pending: Vec<Vec<Item>>,
+    /// Requests handed to shards (or buffered) whose outcomes have not come
+    /// back yet; `advance_clock` counts once per shard.
+    outstanding: usize,
+    /// Outcomes of `send` that came back while the client waited for
+    /// something else, to hand out by the next `poll`/`wait`.
+    ready: VecDeque<(u64, Outcome)>,
+    /// Outcomes of `submit`/`submit_batch` in progress, by tag.
+    sync_results: Vec<Option<Outcome>>,
+    /// `advance_clock` sends in progress: tag, shards still to answer.
+    broadcasts: Vec<(u64, Kind, usize)>,
+    batch_size: usize,
+    in_flight_max: usize,
+}
 
 impl Client {
-    pub fn submit(&mut self, _request: Request) -> Outcome {
-        todo!()
+    fn new(inner: Arc<Inner>) -> Client {
+        let shards = inner.ports.len();
+        Client {
+            inner,
+            inbox: Arc::new(Inbox {
+                done: SegQueue::new(),
+                waiting: AtomicBool::new(false),
+                sleep: Mutex::new(()),
+                wake: Condvar::new(),
+            }),
+            pending: (0..shards).map(|_| Vec::new()).collect(),
+            outstanding: 0,
+            ready: VecDeque::new(),
+            sync_results: Vec::new(),
+            broadcasts: Vec::new(),
+            batch_size: CLIENT_BATCH_SIZE_DEFAULT,
+            in_flight_max: CLIENT_IN_FLIGHT_MAX_DEFAULT,
+        }
     }
-    pub fn submit_batch(&mut self, _requests: &[Request]) -> Vec<Outcome> {
-        todo!()
+
+    /// Requests buffered per shard before a batch is handed over (default
+    /// 64). 1 hands every request over at once: lowest latency, most cost.
+    pub fn set_batch_size(&mut self, batch_size: usize) {
+        self.batch_size = batch_size.max(1);
     }
-    pub fn send(&mut self, _tag: u64, _request: Request) {
-        todo!()
+
+    /// Sends one request and waits for its outcome.
+    pub fn submit(&mut self, request: Request) -> Outcome {
+        self.submit_batch(std::slice::from_ref(&request))[0]
     }
+
+    /// Sends requests in order and waits for all their outcomes, returned
+    /// in the same order.
+    pub fn submit_batch(&mut self, requests: &[Request]) -> Vec<Outcome> {
+        self.sync_results.clear();
+        self.sync_results.resize(requests.len(), None);
+        for (i, request) in requests.iter().enumerate() {
+            self.enqueue(i as u64, Kind::Sync, request.clone());
+        }
+        self.flush();
+        while self.sync_results.iter().any(Option::is_none) {
+            self.block_for_inbox();
+            self.take_inbox();
+        }
+        self.sync_results
+            .drain(..)
+            .map(|o| o.expect("answered"))
+            .collect()
+    }
+
+    /// Sends one request without waiting; its outcome comes back with `tag`
+    /// through [`Client::poll`] or [`Client::wait`]. Blocks only while the
+    /// client has too many requests in flight.
+    pub fn send(&mut self, tag: u64, request: Request) {
+        self.enqueue(tag, Kind::User, request);
+        if self.outstanding >= self.in_flight_max {
+            self.flush();
+            while self.outstanding >= self.in_flight_max {
+                self.block_for_inbox();
+                self.take_inbox();
+            }
+        }
+    }
+
+    /// Hands every buffered request to its shard now.
     pub fn flush(&mut self) {
-        todo!()
+        for shard in 0..self.pending.len() {
+            self.flush_shard(shard);
+        }
     }
-    pub fn poll(&mut self, _on_outcome: impl FnMut(u64, Outcome)) -> usize {
-        todo!()
+
+    /// Hands back outcomes that have arrived, without blocking; returns how
+    /// many.
+    pub fn poll(&mut self, mut on_outcome: impl FnMut(u64, Outcome)) -> usize {
+        self.take_inbox();
+        let count = self.ready.len();
+        for (tag, outcome) in self.ready.drain(..) {
+            on_outcome(tag, outcome);
+        }
+        count
     }
-    pub fn wait(&mut self, _on_outcome: impl FnMut(u64, Outcome)) -> usize {
-        todo!()
+
+    /// Flushes, then blocks until at least one outcome is there and hands
+    /// back all that have arrived. Returns 0 at once if nothing is in flight.
+    pub fn wait(&mut self, on_outcome: impl FnMut(u64, Outcome)) -> usize {
+        self.flush();
+        self.take_inbox();
+        while self.ready.is_empty() && self.outstanding > 0 {
+            self.block_for_inbox();
+            self.take_inbox();
+        }
+        self.poll(on_outcome)
     }
+
+    /// Requests sent whose outcomes have not been handed back yet.
     pub fn in_flight(&self) -> usize {
-        todo!()
+        self.outstanding + self.ready.len()
+    }
+
+    fn enqueue(&mut self, tag: u64, kind: Kind, request: Request) {
+        match request.account() {
+            Some(account) => {
+                let shard = self.inner.shard_of(account);
+                self.outstanding += 1;
+                self.pending[shard].push(Item {
+                    tag,
+                    kind,
+                    broadcast: false,
+                    request,
+                });
+                if self.pending[shard].len() >= self.batch_size {
+                    self.flush_shard(shard);
+                }
+            }
+            None if self.inner.clock == ClockMode::Wall => {
+                self.finish(tag, kind, Outcome::new(Code::ClockNotManual));
+            }
+            None => {
+                let shards = self.pending.len();
+                self.broadcasts.push((tag, kind, shards));
+                for shard in 0..shards {
+                    self.outstanding += 1;
+                    self.pending[shard].push(Item {
+                        tag,
+                        kind,
+                        broadcast: true,
+                        request: request.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn flush_shard(&mut self, shard: usize) {
+        if self.pending[shard].is_empty() {
+            return;
+        }
+        let items = std::mem::replace(
+            &mut self.pending[shard],
+            Vec::with_capacity(self.batch_size),
+        );
+        self.inner.push(
+            shard,
+            Batch {
+                items,
+                reply: Reply::Client(Arc::clone(&self.inbox)),
+            },
+        );
+    }
+
+    fn take_inbox(&mut self) {
+        while let Some(batch) = self.inbox.done.pop() {
+            for done in batch {
+                self.outstanding -= 1;
+                if done.broadcast {
+                    let i = self
+                        .broadcasts
+                        .iter()
+                        .position(|&(tag, kind, _)| tag == done.tag && kind == done.kind)
+                        .expect("a broadcast in progress");
+                    self.broadcasts[i].2 -= 1;
+                    if self.broadcasts[i].2 > 0 {
+                        continue;
+                    }
+                    self.broadcasts.remove(i);
+                }
+                self.finish(done.tag, done.kind, done.outcome);
+            }
+        }
+    }
+
+    fn finish(&mut self, tag: u64, kind: Kind, outcome: Outcome) {
+        match kind {
+            Kind::User => self.ready.push_back((tag, outcome)),
+            Kind::Sync => self.sync_results[tag as usize] = Some(outcome),
+        }
+    }
+
+    /// Waits until the inbox has something: spins briefly, then sleeps.
+    fn block_for_inbox(&self) {
+        let inbox = &self.inbox;
+        for _ in 0..SPIN_LIMIT {
+            if !inbox.done.is_empty() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        let mut guard = inbox.sleep.lock();
+        inbox.waiting.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        while inbox.done.is_empty() {
+            if self.inner.stopped.load(Ordering::SeqCst) {
+                self.inner.answer_orphans();
+            }
+            inbox.wake.wait_for(&mut guard, Duration::from_millis(1));
+        }
+        inbox.waiting.store(false, Ordering::Relaxed);
     }
 }
 
-pub struct OutcomeFuture {}
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Outcomes of requests still buffered would have nowhere to go, but
+        // the requests themselves were promised to the engine: hand them
+        // over and wait for them, so a dropped client never leaves a
+        // request half-sent.
+        self.flush();
+        while self.outstanding > 0 {
+            self.block_for_inbox();
+            self.take_inbox();
+        }
+    }
+}
+
+/// The shared state of one `submit_async`.
+struct FutureSlot {
+    /// Shards still to answer (more than one only for `advance_clock`).
+    remaining: AtomicUsize,
+    state: Mutex<(Option<Outcome>, Option<Waker>)>,
+}
+
+impl FutureSlot {
+    fn complete(&self, outcome: Outcome) {
+        let mut state = self.state.lock();
+        if state.0.is_none() || outcome.code != Code::Ok {
+            state.0 = Some(outcome);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(waker) = state.1.take() {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The outcome of [`Engine::submit_async`], on any executor.
+pub struct OutcomeFuture {
+    slot: Option<Arc<FutureSlot>>,
+    ready: Option<Outcome>,
+}
+
+impl OutcomeFuture {
+    fn ready(outcome: Outcome) -> OutcomeFuture {
+        OutcomeFuture {
+            slot: None,
+            ready: Some(outcome),
+        }
+    }
+}
 
 impl Future for OutcomeFuture {
     type Output = Outcome;
-    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
-        todo!()
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        if let Some(outcome) = self.ready.take() {
+            return Poll::Ready(outcome);
+        }
+        let slot = self.slot.as_ref().expect("polled after completion");
+        let mut state = slot.state.lock();
+        if slot.remaining.load(Ordering::Acquire) == 0 {
+            let outcome = state.0.expect("completed slots hold an outcome");
+            drop(state);
+            self.slot = None;
+            return Poll::Ready(outcome);
+        }
+        state.1 = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::{AmountArg, Currency};
+
+    fn engine(shards: usize) -> Engine {
+        Engine::start(EngineConfig {
+            shards,
+            clock: ClockMode::Manual,
+            ..EngineConfig::default()
+        })
+    }
+
+    fn open(account: u64) -> Request {
+        Request::OpenAccount {
+            account,
+            currency: Some(Currency::USD),
+            overdraft: None,
+        }
+    }
+
+    fn deposit(id: u64, account: u64, amount: &str) -> Request {
+        Request::Deposit {
+            id,
+            account,
+            amount: AmountArg::parse(amount),
+        }
+    }
+
+    #[test]
+    fn blocking_submit_answers_in_order() {
+        let engine = engine(2);
+        let mut client = engine.client();
+        let outcomes = client.submit_batch(&[open(1), open(2), open(1), deposit(1, 1, "5")]);
+        let codes: Vec<Code> = outcomes.iter().map(|o| o.code).collect();
+        assert_eq!(codes, [Code::Ok, Code::Ok, Code::AccountExists, Code::Ok]);
+        assert!(client.submit(deposit(1, 1, "5.00")).replayed);
+    }
+
+    #[test]
+    fn pipelined_sends_all_come_back() {
+        let engine = engine(3);
+        let mut client = engine.client();
+        for account in 0..1000 {
+            client.send(account, open(account));
+        }
+        let mut seen = vec![false; 1000];
+        while client.in_flight() > 0 {
+            client.wait(|tag, outcome| {
+                assert_eq!(outcome.code, Code::Ok);
+                assert!(!seen[tag as usize]);
+                seen[tag as usize] = true;
+            });
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
+
+    #[test]
+    fn advance_clock_reaches_every_shard_and_answers_once() {
+        let engine = engine(4);
+        let mut client = engine.client();
+        client.send(7, Request::AdvanceClock { ms: 5 });
+        let mut answers = Vec::new();
+        while client.in_flight() > 0 {
+            client.wait(|tag, outcome| answers.push((tag, outcome.code)));
+        }
+        assert_eq!(answers, [(7, Code::Ok)]);
+    }
+
+    #[test]
+    fn wall_clock_refuses_advance() {
+        let engine = Engine::start(EngineConfig {
+            shards: 1,
+            ..EngineConfig::default()
+        });
+        let mut client = engine.client();
+        assert_eq!(
+            client.submit(Request::AdvanceClock { ms: 1 }).code,
+            Code::ClockNotManual
+        );
+    }
+
+    #[test]
+    fn futures_resolve_without_a_runtime() {
+        let engine = engine(2);
+        let futures: Vec<OutcomeFuture> = (0..10).map(|a| engine.submit_async(open(a))).collect();
+        for future in futures {
+            assert_eq!(block_on(future).code, Code::Ok);
+        }
+        assert_eq!(
+            block_on(engine.submit_async(open(3))).code,
+            Code::AccountExists
+        );
+        assert_eq!(
+            block_on(engine.submit_async(Request::AdvanceClock { ms: 1 })).code,
+            Code::Ok
+        );
+    }
+
+    #[test]
+    fn many_clients_on_many_threads() {
+        let engine = Arc::new(engine(2));
+        let handles: Vec<_> = (0..4u64)
+            .map(|t| {
+                let engine = Arc::clone(&engine);
+                std::thread::spawn(move || {
+                    let mut client = engine.client();
+                    let base = t * 1000;
+                    for a in base..base + 200 {
+                        client.send(a, open(a));
+                        client.send(a, deposit(1, a, "1"));
+                    }
+                    let mut count = 0;
+                    while client.in_flight() > 0 {
+                        count += client.wait(|_, o| assert_eq!(o.code, Code::Ok));
+                    }
+                    count
+                })
+            })
+            .collect();
+        for handle in handles {
+            assert_eq!(handle.join().unwrap(), 400);
+        }
+    }
+
+    /// A minimal executor: parks the thread until the waker unparks it.
+    fn block_on<F: Future>(future: F) -> F::Output {
+        use std::task::Wake;
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+            std::thread::park();
+        }
     }
 }

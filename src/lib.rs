@@ -10,6 +10,7 @@
 pub mod codec;
 pub mod engine;
 pub mod hash;
+mod hugemem;
 pub mod limits;
 pub mod money;
 pub mod outcome;
@@ -19,7 +20,7 @@ pub mod runner;
 pub mod shard;
 mod table;
 
-pub use engine::{ClockMode, Client, Engine, EngineConfig, OutcomeFuture};
+pub use engine::{Client, ClockMode, Engine, EngineConfig, OutcomeFuture};
 pub use money::{AmountArg, Currency};
 pub use outcome::{Code, Info, Outcome};
 pub use request::{AccountId, LimitsArg, Op, Request, TxnId, VelocityArg};

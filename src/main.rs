@@ -1,1 +1,99 @@
-fn main(){}
+//! The `debitcore` command.
+//!
+//! `debitcore run` reads requests as JSON Lines on standard input and writes
+//! one outcome line per request on standard output (`../shared/SPEC.md`,
+//! "The runner"). Bad arguments print usage and exit 2.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use debitcore::limits::{DEDUP_WINDOW_MS_DEFAULT, SHARD_COUNT_MAX};
+use debitcore::runner::{self, RunOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "debitcore",
+    version,
+    about = "An in-memory debit and pre-authorization engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reads requests (JSON Lines) on stdin, writes outcomes on stdout.
+    Run {
+        /// Shards (worker threads); default: the number of cores.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=SHARD_COUNT_MAX as i64))]
+        shards: Option<u16>,
+        /// Engine time: the wall clock, or a manual clock moved by
+        /// `advance_clock` requests.
+        #[arg(long, value_enum, default_value_t = Clock::Wall)]
+        clock: Clock,
+        /// Keep state in this directory (write-ahead log and snapshots).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// When an outcome may be handed back relative to the log flush.
+        #[arg(long, value_enum)]
+        durability: Option<Durability>,
+        /// Remember keys at least this long (ms of engine time).
+        #[arg(long, default_value_t = DEDUP_WINDOW_MS_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        dedup_window_ms: u64,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Clock {
+    Wall,
+    Manual,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Durability {
+    Sync,
+    Batched,
+    None,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            shards,
+            clock,
+            data_dir,
+            durability,
+            dedup_window_ms,
+        } => {
+            if data_dir.is_some()
+                || matches!(durability, Some(Durability::Sync | Durability::Batched))
+            {
+                eprintln!(
+                    "debitcore run: --data-dir and durable modes need the write-ahead log, \
+                     which is not built yet; run in memory (omit --data-dir, or --durability none)"
+                );
+                return ExitCode::from(2);
+            }
+            let options = RunOptions {
+                shards: shards.map_or_else(
+                    || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    usize::from,
+                ),
+                manual_clock: clock == Clock::Manual,
+                dedup_window_ms,
+            };
+            let stdout = std::io::stdout().lock();
+            match runner::run(std::io::stdin(), stdout, &options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("debitcore run: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -198,7 +198,10 @@ impl AmountArg {
 }
 
 fn trim_leading_zeros(digits: &[u8]) -> &[u8] {
-    let first = digits.iter().position(|&d| d != b'0').unwrap_or(digits.len());
+    let first = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len());
     &digits[first..]
 }
 
@@ -257,8 +260,7 @@ mod tests {
     #[test]
     fn rejects_malformed_text() {
         for text in [
-            "", ".", "1.", ".5", "-1", "+1", "1e3", " 1", "1 ", "1,00", "0x10", "1.2.3", "١",
-            "NaN",
+            "", ".", "1.", ".5", "-1", "+1", "1e3", " 1", "1 ", "1,00", "0x10", "1.2.3", "١", "NaN",
         ] {
             assert!(
                 matches!(AmountArg::parse(text), AmountArg::Invalid { .. }),
@@ -269,7 +271,11 @@ mod tests {
 
     #[test]
     fn precision_counts_even_zeros() {
-        assert_eq!(minor("1.230", 2), Some(123), "trailing zeros do not add precision");
+        assert_eq!(
+            minor("1.230", 2),
+            Some(123),
+            "trailing zeros do not add precision"
+        );
         assert_eq!(minor("1.234", 2), None);
         assert_eq!(minor("1.5", 0), None);
         assert_eq!(minor("1.0", 0), Some(1));
@@ -300,7 +306,11 @@ mod tests {
         assert_eq!(fp("012.3"), fp("12.300"));
         assert_eq!(fp("1.2340"), fp("1.234"));
         assert_eq!(fp("0"), fp("0.000"));
-        assert_eq!(fp("1.23456"), fp("01.234560"), "invalid numbers still compare as numbers");
+        assert_eq!(
+            fp("1.23456"),
+            fp("01.234560"),
+            "invalid numbers still compare as numbers"
+        );
         assert_eq!(
             fp("123456789012345678901234"),
             fp("00123456789012345678901234.000")

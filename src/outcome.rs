@@ -128,7 +128,10 @@ pub enum Info {
         held: i64,
     },
     /// The answer to `status`: the original op and result of the key.
-    Status { op: Op, status: Code },
+    Status {
+        op: Op,
+        status: Code,
+    },
 }
 
 impl Outcome {

@@ -1,5 +1,25 @@
-//! STUB: the JSON Lines runner. Signature is final.
-use std::io::{self, Read, Write};
+//! `debitcore run`: requests as JSON Lines in, outcomes as JSON Lines out.
+//!
+//! A reader thread cuts standard input into lines and hands them over in
+//! chunks (as much as is already buffered, so a slow producer still gets
+//! answers line by line). The runner thread parses each line, sends it
+//! through one pipelined [`Client`] tagged with its line number, and writes
+//! outcomes strictly in input order from a bounded reorder window. Memory is
+//! bounded by that window, whatever the length of the input.
+
+use crate::codec;
+use crate::engine::{Client, ClockMode, Engine, EngineConfig};
+use crate::outcome::Outcome;
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::sync::mpsc;
+
+/// Lines sent and not yet written before the runner waits for the oldest.
+const REORDER_WINDOW_LINES_MAX: usize = 64 * 1024;
+/// Lines the reader hands over at once at most.
+const READER_CHUNK_LINES_MAX: usize = 4096;
+/// Chunks in flight between the reader and the runner.
+const READER_CHUNKS_MAX: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -8,6 +28,179 @@ pub struct RunOptions {
     pub dedup_window_ms: u64,
 }
 
-pub fn run<R: Read + Send + 'static, W: Write>(_input: R, _output: W, _options: &RunOptions) -> io::Result<()> {
-    todo!()
+enum Slot {
+    Pending,
+    Outcome(Outcome),
+    Malformed(String),
+}
+
+/// Runs requests from `input` to the end and writes one outcome line per
+/// input line to `output`, in input order.
+pub fn run<R: Read + Send + 'static, W: Write>(
+    input: R,
+    output: W,
+    options: &RunOptions,
+) -> io::Result<()> {
+    let engine = Engine::start(EngineConfig {
+        shards: options.shards,
+        clock: if options.manual_clock {
+            ClockMode::Manual
+        } else {
+            ClockMode::Wall
+        },
+        dedup_window_ms: options.dedup_window_ms,
+        risk_policy: None,
+    });
+    let (chunks_tx, chunks) = mpsc::sync_channel::<io::Result<Vec<Vec<u8>>>>(READER_CHUNKS_MAX);
+    let reader = std::thread::Builder::new()
+        .name("debitcore-reader".into())
+        .spawn(move || read_lines(input, &chunks_tx))?;
+    let mut state = Runner {
+        client: engine.client(),
+        manual_clock: options.manual_clock,
+        window: VecDeque::new(),
+        first_unwritten: 1,
+        next_line: 1,
+        output: BufWriter::with_capacity(1 << 16, output),
+        text: String::with_capacity(256),
+    };
+    let result = state.drive(&chunks);
+    drop(chunks);
+    // The reader ends on its own at end of input, or when its next send
+    // finds the channel closed.
+    let _ = reader.join();
+    result
+}
+
+fn read_lines<R: Read>(input: R, chunks: &mpsc::SyncSender<io::Result<Vec<Vec<u8>>>>) {
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let mut chunk = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                chunk.push(line);
+                // Hand over what we have once the buffer is drained: the
+                // next read may block waiting for the producer.
+                let full = chunk.len() >= READER_CHUNK_LINES_MAX;
+                if (full || input.buffer().is_empty())
+                    && chunks.send(Ok(std::mem::take(&mut chunk))).is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = chunks.send(Err(e));
+                return;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        let _ = chunks.send(Ok(chunk));
+    }
+}
+
+struct Runner<W: Write> {
+    client: Client,
+    manual_clock: bool,
+    /// Outcomes of lines `first_unwritten..next_line`, oldest first.
+    window: VecDeque<Slot>,
+    first_unwritten: u64,
+    next_line: u64,
+    output: BufWriter<W>,
+    text: String,
+}
+
+fn place(window: &mut VecDeque<Slot>, first: u64, tag: u64, outcome: Outcome) {
+    window[(tag - first) as usize] = Slot::Outcome(outcome);
+}
+
+impl<W: Write> Runner<W> {
+    fn drive(&mut self, chunks: &mpsc::Receiver<io::Result<Vec<Vec<u8>>>>) -> io::Result<()> {
+        loop {
+            let chunk = match chunks.try_recv() {
+                Ok(chunk) => chunk,
+                Err(mpsc::TryRecvError::Empty) => {
+                    // Input is slower than us: answer everything so far
+                    // before waiting for more.
+                    self.settle()?;
+                    match chunks.recv() {
+                        Ok(chunk) => chunk,
+                        Err(mpsc::RecvError) => break,
+                    }
+                }
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }?;
+            for line in chunk {
+                self.take_line(&line)?;
+            }
+            self.collect(false)?;
+        }
+        self.settle()
+    }
+
+    fn take_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let number = self.next_line;
+        self.next_line += 1;
+        match codec::parse_line(line, self.manual_clock) {
+            Ok(request) => {
+                self.window.push_back(Slot::Pending);
+                self.client.send(number, request);
+            }
+            Err(error) => self.window.push_back(Slot::Malformed(error)),
+        }
+        if self.window.len() >= REORDER_WINDOW_LINES_MAX {
+            self.collect(true)?;
+        }
+        Ok(())
+    }
+
+    /// Takes arrived outcomes and writes the finished prefix. With `block`,
+    /// waits until at least the oldest line is answered.
+    fn collect(&mut self, block: bool) -> io::Result<()> {
+        let first = self.first_unwritten;
+        let window = &mut self.window;
+        self.client
+            .poll(|tag, outcome| place(window, first, tag, outcome));
+        while block && matches!(self.window.front(), Some(Slot::Pending)) {
+            let window = &mut self.window;
+            self.client
+                .wait(|tag, outcome| place(window, first, tag, outcome));
+        }
+        self.write_finished()
+    }
+
+    fn write_finished(&mut self) -> io::Result<()> {
+        while let Some(slot) = self.window.front() {
+            self.text.clear();
+            match slot {
+                Slot::Pending => break,
+                Slot::Outcome(outcome) => {
+                    codec::write_outcome(&mut self.text, self.first_unwritten, outcome)
+                }
+                Slot::Malformed(error) => {
+                    codec::write_malformed(&mut self.text, self.first_unwritten, error)
+                }
+            }
+            self.text.push('\n');
+            self.output.write_all(self.text.as_bytes())?;
+            self.window.pop_front();
+            self.first_unwritten += 1;
+        }
+        Ok(())
+    }
+
+    /// Answers every line taken so far and flushes the output.
+    fn settle(&mut self) -> io::Result<()> {
+        self.client.flush();
+        while !self.window.is_empty() {
+            self.collect(true)?;
+        }
+        self.output.flush()
+    }
 }

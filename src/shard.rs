@@ -1,1 +1,1090 @@
+//! One shard's state and the rules of SPEC: the deterministic state machine.
+//!
+//! A [`Shard`] owns its accounts, holds, remembered keys and hold-expiry
+//! timers, and is touched by exactly one thread (its worker). It changes
+//! only through two calls:
+//!
+//! - [`Shard::advance_to`] moves engine time forward, expiring due holds and
+//!   forgetting keys older than the dedup window;
+//! - [`Shard::apply`] applies one request and returns its outcome.
+//!
+//! Both are pure functions of (state, input): that is what makes the runner's
+//! output a function of its input, and what the write-ahead log will replay.
+//!
+//! **Architecture Invariant:** nothing in this module locks, allocates per
+//! plain debit, or knows about threads or queues.
+//!
+//! Invariants (checked by [`Shard::check_invariants`] in debug builds):
+//! - every account: `available = balance - held >= -overdraft`, `held >= 0`;
+//! - every account: `held` = sum of what is left of its active holds;
+//! - money: sum of balances = ok deposits - ok debits - ok captures + ok refunds.
 
+use crate::hash::WordMap;
+use crate::limits::{DAY_MS, HOLD_EXPIRES_IN_MS_DEFAULT, MINOR_UNITS_MAX};
+use crate::money::{AmountArg, Currency};
+use crate::outcome::{Code, Info, Outcome};
+use crate::request::{AccountId, LimitsArg, Op, Request, TxnId};
+use crate::risk::{Limits, RiskContext, RiskDecision, RiskPolicy, SpecRules, Velocity};
+use crate::table::{KeyRecord, KeyTable};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+/// A plain account: 40 bytes. What few accounts need (an overdraft, limits,
+/// a velocity ring) lives in an [`AccountExt`] it points to.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+struct Account {
+    balance: i64,
+    held: i64,
+    /// Minor units debits, authorizes, increments and reviews took on
+    /// `day`; saturates at `MINOR_UNITS_MAX` (beyond any limit anyway).
+    day_total: i64,
+    /// UTC day of engine time that `day_total` counts.
+    day: u64,
+    /// `EXT_NONE` or an index into `Shard::exts`.
+    ext: u32,
+    currency: Currency,
+    frozen: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Account>() == 40);
+
+const EXT_NONE: u32 = u32::MAX;
+
+/// The rare parts of an account.
+#[derive(Clone, Debug, Default)]
+struct AccountExt {
+    overdraft: i64,
+    limits: Option<Limits>,
+    /// Times of ok small debits since the last `set_limits`, newest last,
+    /// at most `velocity.max` of them; empty without a velocity rule.
+    recent_small_debits: VecDeque<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HoldState {
+    Active,
+    /// Ended by engine time reaching its expiry.
+    Expired,
+    /// Ended by a final capture, a capture of all that was left, or a void.
+    Closed,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Hold {
+    /// Authorized so far, increments included.
+    amount: i64,
+    captured: i64,
+    expires_at_ms: u64,
+    state: HoldState,
+    /// Dedup-window generation in which the hold ended (while not active).
+    ended_generation: u64,
+}
+
+impl Hold {
+    fn left(&self) -> i64 {
+        self.amount - self.captured
+    }
+}
+
+/// Money moved by ok requests since the shard started, for the
+/// conservation invariant.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ledger {
+    deposits: i128,
+    debits: i128,
+    captures: i128,
+    refunds: i128,
+}
+
+/// Counts a shard reports (for loadgen and PERF.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub accounts: usize,
+    pub keys: usize,
+    pub holds: usize,
+    pub timers: usize,
+    /// Bytes of the account array and index, key table and hold map.
+    pub account_bytes: usize,
+    pub key_bytes: usize,
+}
+
+pub struct Shard {
+    accounts: Vec<Account>,
+    /// The account id of each slot (off the hot path: policies, snapshots).
+    ids: Vec<AccountId>,
+    index: WordMap<AccountId, u32>,
+    exts: Vec<AccountExt>,
+    keys: KeyTable,
+    holds: WordMap<(u32, TxnId), Hold>,
+    /// Minor units refunded so far, per refundable original (slot, id).
+    refunded: WordMap<(u32, TxnId), i64>,
+    /// Hold expiries, earliest first; an entry whose hold moved its expiry
+    /// (increment) or ended is stale and skipped when it comes up.
+    timers: BinaryHeap<Reverse<(u64, u32, TxnId)>>,
+    now_ms: u64,
+    dedup_window_ms: u64,
+    /// Generation (now / window) up to which forgetting has been done.
+    swept_generation: u64,
+    policy: Option<Box<dyn RiskPolicy>>,
+    ledger: Ledger,
+}
+
+/// How a request's key relates to what the shard remembers.
+enum KeyCheck {
+    New,
+    Replay(Code),
+    Conflict,
+}
+
+impl Shard {
+    /// An empty shard at engine time `now_ms`. `policy: None` is SPEC's rules.
+    pub fn new(now_ms: u64, dedup_window_ms: u64, policy: Option<Box<dyn RiskPolicy>>) -> Shard {
+        assert!(dedup_window_ms > 0, "the dedup window must be positive");
+        Shard {
+            // Slot 0 is never an account: key cells use it for "empty".
+            accounts: vec![Account {
+                balance: 0,
+                held: 0,
+                day_total: 0,
+                day: 0,
+                ext: EXT_NONE,
+                currency: Currency::USD,
+                frozen: false,
+            }],
+            ids: vec![0],
+            index: WordMap::default(),
+            exts: Vec::new(),
+            keys: KeyTable::new(),
+            holds: WordMap::default(),
+            refunded: WordMap::default(),
+            timers: BinaryHeap::new(),
+            now_ms,
+            dedup_window_ms,
+            swept_generation: now_ms / dedup_window_ms,
+            policy,
+            ledger: Ledger::default(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let index_bytes = self.index.capacity() * (std::mem::size_of::<(AccountId, u32)>() + 1);
+        ShardStats {
+            accounts: self.accounts.len() - 1,
+            keys: self.keys.len(),
+            holds: self.holds.len(),
+            timers: self.timers.len(),
+            account_bytes: self.accounts.capacity() * std::mem::size_of::<Account>() + index_bytes,
+            key_bytes: self.keys.bytes(),
+        }
+    }
+
+    /// Reserves room for `accounts` more accounts and `keys` more keys, so
+    /// that a known load does not pay for growth on the hot path.
+    pub fn reserve(&mut self, accounts: usize, keys: usize) {
+        self.accounts.reserve(accounts);
+        self.index.reserve(accounts);
+        if keys > self.keys.len() {
+            let mut bigger = KeyTable::with_capacity((self.keys.len() + keys) * 8 / 7 + 1);
+            let old = std::mem::replace(&mut self.keys, KeyTable::new());
+            old.records().for_each(|record| bigger.insert(*record));
+            self.keys = bigger;
+        }
+    }
+
+    /// Moves engine time to `now_ms` (never backwards): expires the holds
+    /// that are due and forgets what the dedup window lets go.
+    pub fn advance_to(&mut self, now_ms: u64) {
+        if now_ms <= self.now_ms {
+            return;
+        }
+        self.now_ms = now_ms;
+        self.expire_due_holds();
+        let generation = now_ms / self.dedup_window_ms;
+        if generation != self.swept_generation {
+            self.forget_before(generation);
+        }
+    }
+
+    /// Touches the memory a request will need, so that a batch's cache
+    /// misses overlap instead of following one another.
+    #[inline]
+    pub fn prefetch(&self, request: &Request) -> u64 {
+        let (Some(account), Some(id)) = (request.account(), request_id(request)) else {
+            return 0;
+        };
+        match self.index.get(&account) {
+            Some(&slot) => {
+                let a = &self.accounts[slot as usize];
+                let k = self.keys.probe_start(slot, id);
+                a.balance as u64 ^ k.id
+            }
+            None => 0,
+        }
+    }
+
+    /// Applies one request at the current engine time.
+    pub fn apply(&mut self, request: &Request) -> Outcome {
+        let outcome = match *request {
+            Request::OpenAccount {
+                account,
+                currency,
+                overdraft,
+            } => Outcome::new(self.open_account(account, currency, overdraft)),
+            Request::Deposit {
+                id,
+                account,
+                amount,
+            } => {
+                let fp = fingerprint(Op::Deposit, &[amount.fingerprint()]);
+                self.keyed(account, id, Op::Deposit, fp, |s, slot| {
+                    s.deposit(slot, amount)
+                })
+            }
+            Request::Debit {
+                id,
+                account,
+                amount,
+            } => {
+                let fp = fingerprint(Op::Debit, &[amount.fingerprint()]);
+                self.keyed(account, id, Op::Debit, fp, |s, slot| {
+                    s.debit(slot, id, amount)
+                })
+            }
+            Request::Authorize {
+                id,
+                account,
+                amount,
+                expires_in_ms,
+            } => {
+                let expires_in_ms = expires_in_ms.unwrap_or(HOLD_EXPIRES_IN_MS_DEFAULT);
+                let fp = fingerprint(Op::Authorize, &[amount.fingerprint(), expires_in_ms]);
+                self.keyed(account, id, Op::Authorize, fp, |s, slot| {
+                    s.authorize(slot, id, amount, expires_in_ms)
+                })
+            }
+            Request::Increment {
+                id,
+                account,
+                auth,
+                amount,
+                expires_in_ms,
+            } => {
+                let expires = expires_in_ms.unwrap_or(u64::MAX);
+                let fp = fingerprint(Op::Increment, &[auth, amount.fingerprint(), expires]);
+                self.keyed(account, id, Op::Increment, fp, |s, slot| {
+                    s.increment(slot, auth, amount, expires_in_ms)
+                })
+            }
+            Request::Capture {
+                id,
+                account,
+                auth,
+                amount,
+                is_final,
+            } => {
+                let fp = fingerprint(
+                    Op::Capture,
+                    &[auth, optional_fingerprint(amount), u64::from(is_final)],
+                );
+                self.keyed(account, id, Op::Capture, fp, |s, slot| {
+                    s.capture(slot, auth, amount, is_final)
+                })
+            }
+            Request::Void { id, account, auth } => {
+                let fp = fingerprint(Op::Void, &[auth]);
+                self.keyed(account, id, Op::Void, fp, |s, slot| s.void(slot, auth))
+            }
+            Request::Refund {
+                id,
+                account,
+                of,
+                amount,
+            } => {
+                let fp = fingerprint(Op::Refund, &[of, optional_fingerprint(amount)]);
+                self.keyed(account, id, Op::Refund, fp, |s, slot| {
+                    s.refund(slot, of, amount)
+                })
+            }
+            Request::SetLimits {
+                account,
+                ref limits,
+            } => match self.slot_of(account) {
+                Some(slot) => Outcome::new(self.set_limits(slot, limits)),
+                None => Outcome::new(Code::UnknownAccount),
+            },
+            Request::Freeze { account } => self.set_frozen(account, true),
+            Request::Unfreeze { account } => self.set_frozen(account, false),
+            Request::Balance { account } => match self.slot_of(account) {
+                Some(slot) => {
+                    let a = &self.accounts[slot as usize];
+                    Outcome {
+                        code: Code::Ok,
+                        replayed: false,
+                        info: Info::Balance {
+                            currency: a.currency,
+                            balance: a.balance,
+                            held: a.held,
+                        },
+                    }
+                }
+                None => Outcome::new(Code::UnknownAccount),
+            },
+            Request::Status { account, id } => match self.slot_of(account) {
+                Some(slot) => match self.keys.get(slot, id) {
+                    Some(record) => Outcome {
+                        code: Code::Ok,
+                        replayed: false,
+                        info: Info::Status {
+                            op: Op::from_u8(record.op),
+                            status: Code::from_u8(record.code),
+                        },
+                    },
+                    None => Outcome::new(Code::UnknownId),
+                },
+                None => Outcome::new(Code::UnknownAccount),
+            },
+            Request::AdvanceClock { ms } => {
+                self.advance_to(self.now_ms.saturating_add(ms));
+                Outcome::new(Code::Ok)
+            }
+        };
+        if let Some(account) = request.account() {
+            self.debug_check_account(account);
+        }
+        outcome
+    }
+
+    fn slot_of(&self, account: AccountId) -> Option<u32> {
+        self.index.get(&account).copied()
+    }
+
+    /// The common frame of every keyed request: unknown account, replay or
+    /// conflict, else `body` decides and the key is remembered with its
+    /// outcome (rejections included).
+    #[inline]
+    fn keyed(
+        &mut self,
+        account: AccountId,
+        id: TxnId,
+        op: Op,
+        fp: u64,
+        body: impl FnOnce(&mut Shard, u32) -> (Code, i64),
+    ) -> Outcome {
+        let Some(slot) = self.slot_of(account) else {
+            return Outcome::new(Code::UnknownAccount);
+        };
+        match self.check_key(slot, id, op, fp) {
+            KeyCheck::Replay(code) => return Outcome::replay(code),
+            KeyCheck::Conflict => return Outcome::new(Code::IdConflict),
+            KeyCheck::New => {}
+        }
+        let (code, amount) = body(self, slot);
+        debug_assert!(amount == 0 || code == Code::Ok);
+        self.keys.insert(KeyRecord {
+            id,
+            slot,
+            op: op as u8,
+            code: code as u8,
+            generation: self.generation() as u16,
+            amount,
+            fingerprint: fp,
+        });
+        Outcome::new(code)
+    }
+
+    fn check_key(&self, slot: u32, id: TxnId, op: Op, fp: u64) -> KeyCheck {
+        match self.keys.get(slot, id) {
+            None => KeyCheck::New,
+            Some(r) if r.op == op as u8 && r.fingerprint == fp => {
+                KeyCheck::Replay(Code::from_u8(r.code))
+            }
+            Some(_) => KeyCheck::Conflict,
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.now_ms / self.dedup_window_ms
+    }
+
+    fn open_account(
+        &mut self,
+        account: AccountId,
+        currency: Option<Currency>,
+        overdraft: Option<AmountArg>,
+    ) -> Code {
+        if self.index.contains_key(&account) {
+            return Code::AccountExists;
+        }
+        let Some(currency) = currency else {
+            return Code::UnsupportedCurrency;
+        };
+        let overdraft = match overdraft {
+            None => 0,
+            Some(arg) => match arg.to_minor(currency.exponent()) {
+                Some(minor) => minor,
+                None => return Code::InvalidAmount,
+            },
+        };
+        let slot = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts per shard");
+        assert!(slot != u32::MAX, "account slots exhausted");
+        debug_assert!(slot != crate::table::SLOT_EMPTY);
+        let mut record = Account {
+            balance: 0,
+            held: 0,
+            day_total: 0,
+            day: self.now_ms / DAY_MS,
+            ext: EXT_NONE,
+            currency,
+            frozen: false,
+        };
+        if overdraft > 0 {
+            record.ext = self.new_ext(overdraft);
+        }
+        self.accounts.push(record);
+        self.ids.push(account);
+        self.index.insert(account, slot);
+        Code::Ok
+    }
+
+    fn new_ext(&mut self, overdraft: i64) -> u32 {
+        self.exts.push(AccountExt {
+            overdraft,
+            ..AccountExt::default()
+        });
+        u32::try_from(self.exts.len() - 1).expect("fewer than 2^32 extended accounts")
+    }
+
+    fn set_frozen(&mut self, account: AccountId, frozen: bool) -> Outcome {
+        match self.slot_of(account) {
+            Some(slot) => {
+                self.accounts[slot as usize].frozen = frozen;
+                Outcome::new(Code::Ok)
+            }
+            None => Outcome::new(Code::UnknownAccount),
+        }
+    }
+
+    fn overdraft(&self, a: &Account) -> i64 {
+        if a.ext == EXT_NONE {
+            0
+        } else {
+            self.exts[a.ext as usize].overdraft
+        }
+    }
+
+    fn limits(&self, a: &Account) -> Option<&Limits> {
+        if a.ext == EXT_NONE {
+            None
+        } else {
+            self.exts[a.ext as usize].limits.as_ref()
+        }
+    }
+
+    /// Whether `amount` more can leave `available` without passing the floor.
+    fn funds_allow(&self, a: &Account, amount: i64) -> bool {
+        let available = i128::from(a.balance) - i128::from(a.held);
+        available - i128::from(amount) >= -i128::from(self.overdraft(a))
+    }
+
+    fn day_total_now(&self, a: &Account) -> i64 {
+        if a.day == self.now_ms / DAY_MS {
+            a.day_total
+        } else {
+            0
+        }
+    }
+
+    /// `limit_exceeded` checks for a debit, authorize (`hold_total` is the
+    /// amount) or increment (`hold_total` is the hold's new total).
+    fn limits_allow(&self, a: &Account, amount: i64, hold_total: i64) -> bool {
+        let Some(limits) = self.limits(a) else {
+            return true;
+        };
+        if limits.per_txn.is_some_and(|per_txn| hold_total > per_txn) {
+            return false;
+        }
+        let today = i128::from(self.day_total_now(a)) + i128::from(amount);
+        limits.daily.is_none_or(|daily| today <= i128::from(daily))
+    }
+
+    fn count_today(&mut self, slot: u32, amount: i64) {
+        let day = self.now_ms / DAY_MS;
+        let a = &mut self.accounts[slot as usize];
+        if a.day != day {
+            a.day = day;
+            a.day_total = 0;
+        }
+        a.day_total = a.day_total.saturating_add(amount);
+    }
+
+    fn deposit(&mut self, slot: u32, amount: AmountArg) -> (Code, i64) {
+        let a = &mut self.accounts[slot as usize];
+        let Some(minor) = amount.to_positive_minor(a.currency.exponent()) else {
+            return (Code::InvalidAmount, 0);
+        };
+        let Some(balance) = a.balance.checked_add(minor) else {
+            return (Code::InvalidAmount, 0);
+        };
+        a.balance = balance;
+        self.ledger.deposits += i128::from(minor);
+        (Code::Ok, 0)
+    }
+
+    fn debit(&mut self, slot: u32, id: TxnId, amount: AmountArg) -> (Code, i64) {
+        let a = self.accounts[slot as usize];
+        let Some(minor) = amount.to_positive_minor(a.currency.exponent()) else {
+            return (Code::InvalidAmount, 0);
+        };
+        if a.frozen {
+            return (Code::AccountFrozen, 0);
+        }
+        if a.ext == EXT_NONE && self.policy.is_none() {
+            // The plain path: no limits, no rules, SPEC's built-in routing.
+            return self.debit_now(slot, minor);
+        }
+        if !self.limits_allow(&a, minor, minor) {
+            return (Code::LimitExceeded, 0);
+        }
+        match self.route(slot, minor) {
+            RiskDecision::Approve => self.debit_now(slot, minor),
+            RiskDecision::Reject => (Code::RiskRejected, 0),
+            RiskDecision::Review => {
+                let code = self.place_hold(slot, id, minor, HOLD_EXPIRES_IN_MS_DEFAULT);
+                if code == Code::Ok {
+                    (Code::HeldForReview, 0)
+                } else {
+                    (code, 0)
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, slot: u32, minor: i64) -> RiskDecision {
+        let a = self.accounts[slot as usize];
+        let ext = (a.ext != EXT_NONE).then(|| &self.exts[a.ext as usize]);
+        let limits = ext.and_then(|e| e.limits.as_ref());
+        let context = RiskContext {
+            account: self.ids[slot as usize],
+            currency: a.currency,
+            amount: minor,
+            now_ms: self.now_ms,
+            daily_total: self.day_total_now(&a),
+            limits,
+            recent_small_debits: ext
+                .filter(|e| e.limits.is_some_and(|l| l.velocity.is_some()))
+                .map(|e| &e.recent_small_debits),
+        };
+        match &mut self.policy {
+            None => SpecRules::decide(&context),
+            Some(policy) => policy.assess(&context),
+        }
+    }
+
+    fn debit_now(&mut self, slot: u32, minor: i64) -> (Code, i64) {
+        let a = self.accounts[slot as usize];
+        if !self.funds_allow(&a, minor) {
+            return (Code::InsufficientFunds, 0);
+        }
+        self.accounts[slot as usize].balance = a.balance - minor;
+        self.ledger.debits += i128::from(minor);
+        self.count_today(slot, minor);
+        if a.ext != EXT_NONE {
+            let now_ms = self.now_ms;
+            let ext = &mut self.exts[a.ext as usize];
+            if let Some(Velocity { max, below, .. }) = ext.limits.and_then(|l| l.velocity) {
+                if minor <= below {
+                    let ring = &mut ext.recent_small_debits;
+                    if ring.len() == max as usize {
+                        ring.pop_front();
+                    }
+                    ring.push_back(now_ms);
+                }
+            }
+        }
+        (Code::Ok, minor)
+    }
+
+    fn authorize(
+        &mut self,
+        slot: u32,
+        id: TxnId,
+        amount: AmountArg,
+        expires_in_ms: u64,
+    ) -> (Code, i64) {
+        let a = self.accounts[slot as usize];
+        let Some(minor) = amount.to_positive_minor(a.currency.exponent()) else {
+            return (Code::InvalidAmount, 0);
+        };
+        if a.frozen {
+            return (Code::AccountFrozen, 0);
+        }
+        if !self.limits_allow(&a, minor, minor) {
+            return (Code::LimitExceeded, 0);
+        }
+        (self.place_hold(slot, id, minor, expires_in_ms), 0)
+    }
+
+    /// A new active hold `id` of `minor`, funds and bounds permitting.
+    fn place_hold(&mut self, slot: u32, id: TxnId, minor: i64, expires_in_ms: u64) -> Code {
+        let a = self.accounts[slot as usize];
+        if !self.funds_allow(&a, minor) {
+            return Code::InsufficientFunds;
+        }
+        let Some(held) = a.held.checked_add(minor) else {
+            return Code::InvalidAmount;
+        };
+        self.accounts[slot as usize].held = held;
+        self.count_today(slot, minor);
+        let expires_at_ms = self.now_ms.saturating_add(expires_in_ms);
+        let previous = self.holds.insert(
+            (slot, id),
+            Hold {
+                amount: minor,
+                captured: 0,
+                expires_at_ms,
+                state: HoldState::Active,
+                ended_generation: 0,
+            },
+        );
+        debug_assert!(previous.is_none(), "a hold outlives the key that made it");
+        self.timers.push(Reverse((expires_at_ms, slot, id)));
+        Code::Ok
+    }
+
+    /// The active hold `auth` on `slot`, or the rejection that names why not.
+    fn active_hold(&mut self, slot: u32, auth: TxnId) -> Result<Hold, Code> {
+        let now_ms = self.now_ms;
+        let Some(hold) = self.holds.get(&(slot, auth)).copied() else {
+            return Err(Code::AuthNotFound);
+        };
+        if hold.state == HoldState::Active && hold.expires_at_ms <= now_ms {
+            // Time reached the expiry: the hold ended then, whether or not
+            // its timer has come up yet.
+            self.end_hold(slot, auth, HoldState::Expired);
+            return Err(Code::AuthExpired);
+        }
+        match hold.state {
+            HoldState::Active => Ok(hold),
+            HoldState::Expired => Err(Code::AuthExpired),
+            HoldState::Closed => Err(Code::AuthNotActive),
+        }
+    }
+
+    /// Ends an active hold, releasing what is left of it.
+    fn end_hold(&mut self, slot: u32, auth: TxnId, state: HoldState) {
+        debug_assert!(state != HoldState::Active);
+        let generation = self.generation();
+        let hold = self
+            .holds
+            .get_mut(&(slot, auth))
+            .expect("ending a hold that exists");
+        debug_assert_eq!(hold.state, HoldState::Active);
+        let left = hold.left();
+        hold.state = state;
+        hold.ended_generation = generation;
+        let a = &mut self.accounts[slot as usize];
+        a.held -= left;
+        debug_assert!(a.held >= 0);
+    }
+
+    fn capture(
+        &mut self,
+        slot: u32,
+        auth: TxnId,
+        amount: Option<AmountArg>,
+        is_final: bool,
+    ) -> (Code, i64) {
+        let hold = match self.active_hold(slot, auth) {
+            Ok(hold) => hold,
+            Err(code) => return (code, 0),
+        };
+        let left = hold.left();
+        debug_assert!(left > 0, "an active hold has something left");
+        let minor = match amount {
+            None => left,
+            Some(arg) => {
+                let exponent = self.accounts[slot as usize].currency.exponent();
+                match arg.to_positive_minor(exponent) {
+                    Some(minor) => minor,
+                    None => return (Code::InvalidAmount, 0),
+                }
+            }
+        };
+        if minor > left {
+            return (Code::ExceedsAuthorized, 0);
+        }
+        // The captured part leaves `held` and `balance` together; a final
+        // capture (or one that takes all that is left) then ends the hold,
+        // which releases the rest.
+        let a = &mut self.accounts[slot as usize];
+        a.balance -= minor;
+        a.held -= minor;
+        self.ledger.captures += i128::from(minor);
+        self.holds.get_mut(&(slot, auth)).expect("active").captured += minor;
+        if is_final || minor == left {
+            self.end_hold(slot, auth, HoldState::Closed);
+        }
+        (Code::Ok, minor)
+    }
+
+    fn void(&mut self, slot: u32, auth: TxnId) -> (Code, i64) {
+        if let Err(code) = self.active_hold(slot, auth) {
+            return (code, 0);
+        }
+        self.end_hold(slot, auth, HoldState::Closed);
+        (Code::Ok, 0)
+    }
+
+    fn increment(
+        &mut self,
+        slot: u32,
+        auth: TxnId,
+        amount: AmountArg,
+        expires_in_ms: Option<u64>,
+    ) -> (Code, i64) {
+        let hold = match self.active_hold(slot, auth) {
+            Ok(hold) => hold,
+            Err(code) => return (code, 0),
+        };
+        let a = self.accounts[slot as usize];
+        let Some(minor) = amount.to_positive_minor(a.currency.exponent()) else {
+            return (Code::InvalidAmount, 0);
+        };
+        if a.frozen {
+            return (Code::AccountFrozen, 0);
+        }
+        if hold.captured > 0 {
+            return (Code::CaptureStarted, 0);
+        }
+        let total = i128::from(hold.amount) + i128::from(minor);
+        let total_capped = i64::try_from(total).unwrap_or(MINOR_UNITS_MAX);
+        if !self.limits_allow(&a, minor, total_capped) {
+            return (Code::LimitExceeded, 0);
+        }
+        if !self.funds_allow(&a, minor) {
+            return (Code::InsufficientFunds, 0);
+        }
+        let (Ok(total), Some(held)) = (i64::try_from(total), a.held.checked_add(minor)) else {
+            return (Code::InvalidAmount, 0);
+        };
+        self.accounts[slot as usize].held = held;
+        self.count_today(slot, minor);
+        let now_ms = self.now_ms;
+        let hold = self.holds.get_mut(&(slot, auth)).expect("active");
+        hold.amount = total;
+        if let Some(expires_in_ms) = expires_in_ms {
+            hold.expires_at_ms = now_ms.saturating_add(expires_in_ms);
+            self.timers.push(Reverse((hold.expires_at_ms, slot, auth)));
+        }
+        (Code::Ok, 0)
+    }
+
+    fn refund(&mut self, slot: u32, of: TxnId, amount: Option<AmountArg>) -> (Code, i64) {
+        let original = match self.keys.get(slot, of) {
+            Some(r)
+                if (r.op == Op::Debit as u8 || r.op == Op::Capture as u8)
+                    && r.code == Code::Ok as u8 =>
+            {
+                *r
+            }
+            _ => return (Code::NotRefundable, 0),
+        };
+        let refunded = self.refunded.get(&(slot, of)).copied().unwrap_or(0);
+        let refundable = original.amount - refunded;
+        debug_assert!(refundable >= 0);
+        let minor = match amount {
+            None => refundable,
+            Some(arg) => {
+                let exponent = self.accounts[slot as usize].currency.exponent();
+                match arg.to_positive_minor(exponent) {
+                    Some(minor) => minor,
+                    None => return (Code::InvalidAmount, 0),
+                }
+            }
+        };
+        if minor > refundable || refundable == 0 {
+            return (Code::ExceedsRefundable, 0);
+        }
+        let a = &mut self.accounts[slot as usize];
+        let Some(balance) = a.balance.checked_add(minor) else {
+            return (Code::InvalidAmount, 0);
+        };
+        a.balance = balance;
+        self.ledger.refunds += i128::from(minor);
+        self.refunded.insert((slot, of), refunded + minor);
+        (Code::Ok, 0)
+    }
+
+    fn set_limits(&mut self, slot: u32, arg: &LimitsArg) -> Code {
+        let exponent = self.accounts[slot as usize].currency.exponent();
+        let amount = |arg: Option<AmountArg>| -> Result<Option<i64>, Code> {
+            match arg {
+                None => Ok(None),
+                Some(a) => a
+                    .to_positive_minor(exponent)
+                    .map(Some)
+                    .ok_or(Code::InvalidAmount),
+            }
+        };
+        let limits = (|| {
+            Ok::<Limits, Code>(Limits {
+                per_txn: amount(arg.per_txn)?,
+                daily: amount(arg.daily)?,
+                review_above: amount(arg.review_above)?,
+                velocity: match arg.velocity {
+                    None => None,
+                    Some(v) => Some(Velocity {
+                        max: v.max,
+                        window_ms: v.window_ms,
+                        below: amount(Some(v.below))?.expect("given"),
+                    }),
+                },
+            })
+        })();
+        let limits = match limits {
+            Ok(limits) => limits,
+            Err(code) => return code,
+        };
+        debug_assert!(limits
+            .velocity
+            .is_none_or(|v| v.max >= 1 && v.window_ms >= 1));
+        if self.accounts[slot as usize].ext == EXT_NONE {
+            self.accounts[slot as usize].ext = self.new_ext(0);
+        }
+        let ext = &mut self.exts[self.accounts[slot as usize].ext as usize];
+        ext.limits = Some(limits);
+        ext.recent_small_debits.clear();
+        Code::Ok
+    }
+
+    fn expire_due_holds(&mut self) {
+        while let Some(&Reverse((at_ms, slot, id))) = self.timers.peek() {
+            if at_ms > self.now_ms {
+                break;
+            }
+            self.timers.pop();
+            let due = self
+                .holds
+                .get(&(slot, id))
+                .is_some_and(|h| h.state == HoldState::Active && h.expires_at_ms == at_ms);
+            if due {
+                self.end_hold(slot, id, HoldState::Expired);
+            }
+        }
+    }
+
+    /// Forgets keys first processed, and holds ended, two or more
+    /// generations before `generation`: each was kept at least one window.
+    /// The key that made a hold is kept while the hold is remembered, and
+    /// refund progress goes with the key of its original.
+    fn forget_before(&mut self, generation: u64) {
+        let jumped = generation - self.swept_generation >= 2;
+        self.holds.retain(|_, hold| {
+            hold.state == HoldState::Active || generation - hold.ended_generation < 2
+        });
+        let holds = &self.holds;
+        let refunded = &mut self.refunded;
+        let current = generation as u16;
+        self.keys.sweep(|record| {
+            // Every record was written at or after `swept_generation - 1`;
+            // a jump of two or more generations makes all of them old.
+            let old = jumped || current.wrapping_sub(record.generation) >= 2;
+            if !old || holds.contains_key(&(record.slot, record.id)) {
+                return false;
+            }
+            refunded.remove(&(record.slot, record.id));
+            true
+        });
+        self.swept_generation = generation;
+    }
+
+    fn debug_check_account(&self, account: AccountId) {
+        if cfg!(debug_assertions) {
+            if let Some(slot) = self.slot_of(account) {
+                let a = &self.accounts[slot as usize];
+                assert!(a.held >= 0, "account {account}: held {} < 0", a.held);
+                assert!(
+                    i128::from(a.balance) - i128::from(a.held) >= -i128::from(self.overdraft(a)),
+                    "account {account}: available below the overdraft floor"
+                );
+            }
+        }
+    }
+
+    /// Checks every invariant of the module header over the whole shard.
+    /// O(accounts + holds): tests call it at quiet moments, the worker after
+    /// batches in debug builds.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut held_by_slot: WordMap<u32, i128> = WordMap::default();
+        for (&(slot, id), hold) in &self.holds {
+            if hold.captured < 0 || hold.captured > hold.amount {
+                return Err(format!(
+                    "hold {id} on slot {slot}: captured {} of {}",
+                    hold.captured, hold.amount
+                ));
+            }
+            if hold.state == HoldState::Active {
+                *held_by_slot.entry(slot).or_default() += i128::from(hold.left());
+            }
+        }
+        let mut balances = 0i128;
+        for (&account, &slot) in &self.index {
+            let a = &self.accounts[slot as usize];
+            let held = held_by_slot.get(&slot).copied().unwrap_or(0);
+            if i128::from(a.held) != held {
+                return Err(format!(
+                    "account {account}: held {} but active holds leave {held}",
+                    a.held
+                ));
+            }
+            if i128::from(a.balance) - i128::from(a.held) < -i128::from(self.overdraft(a)) {
+                return Err(format!("account {account}: available below -overdraft"));
+            }
+            balances += i128::from(a.balance);
+        }
+        let l = self.ledger;
+        let expected = l.deposits - l.debits - l.captures + l.refunds;
+        if balances != expected {
+            return Err(format!(
+                "money not conserved: balances {balances}, ledger {expected}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The id a request is keyed by, if any (for prefetching).
+fn request_id(request: &Request) -> Option<TxnId> {
+    match *request {
+        Request::Deposit { id, .. }
+        | Request::Debit { id, .. }
+        | Request::Authorize { id, .. }
+        | Request::Increment { id, .. }
+        | Request::Capture { id, .. }
+        | Request::Void { id, .. }
+        | Request::Refund { id, .. } => Some(id),
+        _ => None,
+    }
+}
+
+fn fingerprint(op: Op, fields: &[u64]) -> u64 {
+    fields
+        .iter()
+        .fold(crate::hash::mix(0xF1, op as u64), |h, &f| {
+            crate::hash::mix(h, f)
+        })
+}
+
+fn optional_fingerprint(amount: Option<AmountArg>) -> u64 {
+    // An omitted amount differs from every given one.
+    amount.map_or(0x0A11_0A11_0A11_0A11, |a| {
+        crate::hash::mix(0xA4, a.fingerprint())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn amount(text: &str) -> AmountArg {
+        AmountArg::parse(text)
+    }
+
+    fn shard() -> Shard {
+        let mut s = Shard::new(0, 10_000, None);
+        s.apply(&Request::OpenAccount {
+            account: 1,
+            currency: Some(Currency::USD),
+            overdraft: None,
+        });
+        s.apply(&Request::Deposit {
+            id: 1,
+            account: 1,
+            amount: amount("100"),
+        });
+        s
+    }
+
+    fn code(s: &mut Shard, r: Request) -> Code {
+        let outcome = s.apply(&r);
+        s.check_invariants().unwrap();
+        outcome.code
+    }
+
+    #[test]
+    fn forgets_keys_after_the_window_but_not_before() {
+        let mut s = shard();
+        let debit = Request::Debit {
+            id: 2,
+            account: 1,
+            amount: amount("1"),
+        };
+        assert_eq!(code(&mut s, debit.clone()), Code::Ok);
+        s.advance_to(9_999);
+        assert!(s.apply(&debit).replayed);
+        s.advance_to(19_999);
+        assert!(
+            s.apply(&debit).replayed,
+            "within the window of first processing"
+        );
+        s.advance_to(20_000);
+        let again = s.apply(&debit);
+        assert!(
+            !again.replayed,
+            "two generations later the key is new again"
+        );
+        assert_eq!(again.code, Code::Ok);
+    }
+
+    #[test]
+    fn a_hold_keeps_its_key_while_active() {
+        let mut s = shard();
+        let auth = Request::Authorize {
+            id: 5,
+            account: 1,
+            amount: amount("10"),
+            expires_in_ms: Some(1_000_000),
+        };
+        assert_eq!(code(&mut s, auth.clone()), Code::Ok);
+        s.advance_to(50_000);
+        assert!(s.apply(&auth).replayed);
+        let capture = Request::Capture {
+            id: 6,
+            account: 1,
+            auth: 5,
+            amount: None,
+            is_final: true,
+        };
+        assert_eq!(code(&mut s, capture), Code::Ok);
+    }
+
+    #[test]
+    fn refund_progress_and_limits() {
+        let mut s = shard();
+        let debit = Request::Debit {
+            id: 2,
+            account: 1,
+            amount: amount("30"),
+        };
+        assert_eq!(code(&mut s, debit), Code::Ok);
+        let refund = |id, a: Option<&str>| Request::Refund {
+            id,
+            account: 1,
+            of: 2,
+            amount: a.map(amount),
+        };
+        assert_eq!(code(&mut s, refund(3, Some("10"))), Code::Ok);
+        assert_eq!(
+            code(&mut s, refund(4, Some("20.01"))),
+            Code::ExceedsRefundable
+        );
+        assert_eq!(code(&mut s, refund(5, None)), Code::Ok);
+        assert_eq!(code(&mut s, refund(6, None)), Code::ExceedsRefundable);
+        assert_eq!(code(&mut s, refund(7, Some("0"))), Code::InvalidAmount);
+    }
+}

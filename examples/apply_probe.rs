@@ -1,0 +1,43 @@
+//! Applies N debits to one shard and prints ns per debit: a probe for
+//! callgrind (`valgrind --tool=callgrind`) and quick what-ifs.
+//! Usage: apply_probe ACCOUNTS DEBITS
+use debitcore::shard::Shard;
+use debitcore::{AmountArg, Currency, Request};
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("a number"))
+        .collect();
+    let (accounts, debits) = (
+        args.first().copied().unwrap_or(1_000_000),
+        args.get(1).copied().unwrap_or(1_000_000),
+    );
+    let mut shard = Shard::new(0, u64::MAX / 4, None);
+    for account in 0..accounts {
+        shard.apply(&Request::OpenAccount {
+            account,
+            currency: Some(Currency::USD),
+            overdraft: None,
+        });
+        shard.apply(&Request::Deposit {
+            id: 0,
+            account,
+            amount: AmountArg::from_minor(1 << 40, 2),
+        });
+    }
+    let requests: Vec<Request> = (1..=debits)
+        .map(|i| Request::Debit {
+            id: debitcore::hash::fold(i),
+            account: debitcore::hash::fold(i ^ 77) % accounts,
+            amount: AmountArg::from_minor(100, 2),
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let mut ok = 0;
+    for r in &requests {
+        ok += usize::from(shard.apply(r).code == debitcore::Code::Ok);
+    }
+    let ns = start.elapsed().as_nanos() as f64 / debits as f64;
+    println!("{ns:.1} ns/debit, {ok} ok");
+}
