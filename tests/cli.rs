@@ -91,9 +91,18 @@ fn check_example(name: &str, args: &[&str]) {
         .map(|l| Outcome::parse(l).expect("expected outcome"))
         .collect();
     let finished = run_cli(args, requests.as_bytes());
-    assert_eq!(finished.code, Some(0), "exit code; stderr: {}", finished.stderr);
+    assert_eq!(
+        finished.code,
+        Some(0),
+        "exit code; stderr: {}",
+        finished.stderr
+    );
     let actual = split_output(&finished.stdout);
-    let request_lines: Vec<&str> = requests.strip_suffix('\n').unwrap_or(&requests).split('\n').collect();
+    let request_lines: Vec<&str> = requests
+        .strip_suffix('\n')
+        .unwrap_or(&requests)
+        .split('\n')
+        .collect();
     if let Err(why) = compare_streams(&request_lines, &expected, &actual) {
         panic!("debitcore {args:?} over {name}: {why}");
     }
@@ -108,7 +117,15 @@ fn core_example_through_stdin() {
 fn preauth_example_with_shards_and_window() {
     check_example(
         "preauth",
-        &["run", "--shards", "3", "--clock", "manual", "--dedup-window-ms", "86400000"],
+        &[
+            "run",
+            "--shards",
+            "3",
+            "--clock",
+            "manual",
+            "--dedup-window-ms",
+            "86400000",
+        ],
     );
 }
 
@@ -144,7 +161,11 @@ fn bad_arguments_exit_2_with_usage() {
 fn empty_input_exits_0_silently() {
     let finished = run_cli(&["run", "--clock", "manual"], b"");
     assert_eq!(finished.code, Some(0), "stderr: {}", finished.stderr);
-    assert!(finished.stdout.is_empty(), "output: {:?}", String::from_utf8_lossy(&finished.stdout));
+    assert!(
+        finished.stdout.is_empty(),
+        "output: {:?}",
+        String::from_utf8_lossy(&finished.stdout)
+    );
 }
 
 /// "the default is the wall clock, under which `advance_clock` is
@@ -157,7 +178,10 @@ fn wall_clock_refuses_advance_clock() {
     );
     assert_eq!(finished.code, Some(0), "stderr: {}", finished.stderr);
     let lines = split_output(&finished.stdout);
-    let outcomes: Vec<Outcome> = lines.iter().map(|l| Outcome::parse(l).expect("outcome")).collect();
+    let outcomes: Vec<Outcome> = lines
+        .iter()
+        .map(|l| Outcome::parse(l).expect("outcome"))
+        .collect();
     assert_eq!(outcomes.len(), 3, "{lines:?}");
     assert_eq!(outcomes[0].result, "ok");
     assert_eq!(outcomes[1].result, "malformed", "{lines:?}");
@@ -208,9 +232,15 @@ fn hostile_input_one_outcome_per_line() {
     let finished = run_cli(&["run", "--clock", "manual", "--shards", "2"], &input);
     assert_eq!(finished.code, Some(0), "stderr: {}", finished.stderr);
     let lines = split_output(&finished.stdout);
-    let shown: Vec<String> = lines.iter().map(|l| l.chars().take(200).collect()).collect();
+    let shown: Vec<String> = lines
+        .iter()
+        .map(|l| l.chars().take(200).collect())
+        .collect();
     assert_eq!(lines.len(), 14, "one outcome per input line: {shown:#?}");
-    let outcomes: Vec<Outcome> = lines.iter().map(|l| Outcome::parse(l).expect("outcome")).collect();
+    let outcomes: Vec<Outcome> = lines
+        .iter()
+        .map(|l| Outcome::parse(l).expect("outcome"))
+        .collect();
     for (i, o) in outcomes.iter().enumerate() {
         assert_eq!(o.line, i as u64 + 1, "line numbers: {shown:#?}");
     }
@@ -267,7 +297,9 @@ fn answers_stream_before_input_ends() {
         }
     });
     let mut ask = |request: &str| -> Outcome {
-        stdin.write_all(request.as_bytes()).expect("write a request");
+        stdin
+            .write_all(request.as_bytes())
+            .expect("write a request");
         stdin.write_all(b"\n").expect("write a newline");
         stdin.flush().expect("flush");
         match rx.recv_timeout(Duration::from_secs(20)) {

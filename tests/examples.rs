@@ -61,13 +61,20 @@ fn every_example_has_outcomes() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/examples");
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).expect("examples directory") {
-        let name = entry.expect("directory entry").file_name().into_string().expect("UTF-8 name");
+        let name = entry
+            .expect("directory entry")
+            .file_name()
+            .into_string()
+            .expect("UTF-8 name");
         if let Some(stem) = name.strip_suffix(".requests.jsonl") {
             names.push(stem.to_string());
         }
     }
     names.sort();
-    assert!(names.len() >= 2, "expected the core and preauth examples, found {names:?}");
+    assert!(
+        names.len() >= 2,
+        "expected the core and preauth examples, found {names:?}"
+    );
     for name in names {
         let (requests, outcomes) = example(&name);
         for shards in [1, 3] {

@@ -121,7 +121,10 @@ fn check_run(run: &Run) {
     for (index, line) in lines.iter().enumerate() {
         let number = index as u64 + 1;
         let actual = match output.get(index) {
-            None => Err(format!("no output line (the engine wrote {} lines)", output.len())),
+            None => Err(format!(
+                "no output line (the engine wrote {} lines)",
+                output.len()
+            )),
             Some(text) => Outcome::parse(text),
         };
         let actual_ok = actual.as_ref().ok();
@@ -135,7 +138,17 @@ fn check_run(run: &Run) {
         actual_all.push(actual_ok.cloned());
         *tally.entry(tally_key(&line.req, &expected)).or_default() += 1;
         if let Err(why) = verdict {
-            let report = mismatch_report(run, seed, &lines, &output, &expected_all, &actual_all, index, &why, &input);
+            let report = mismatch_report(
+                run,
+                seed,
+                &lines,
+                &output,
+                &expected_all,
+                &actual_all,
+                index,
+                &why,
+                &input,
+            );
             panic!("{report}");
         }
     }
@@ -242,7 +255,11 @@ fn coverage_floor(run: &Run, tally: &std::collections::BTreeMap<String, usize>) 
             missing.push(w);
         }
     }
-    let replays = tally.iter().filter(|(k, _)| k.ends_with("(replayed)")).map(|(_, v)| v).sum::<usize>();
+    let replays = tally
+        .iter()
+        .filter(|(k, _)| k.ends_with("(replayed)"))
+        .map(|(_, v)| v)
+        .sum::<usize>();
     assert!(
         missing.is_empty() && replays > 100,
         "{}: the stream never produced {missing:?} ({replays} replays); outcome counts: {tally:#?}",
@@ -271,7 +288,11 @@ fn mismatch_report(
     );
     let _ = writeln!(r, "line {}: {}", index + 1, line.text);
     let _ = writeln!(r, "  expected: {}", expected[index]);
-    let _ = writeln!(r, "  actual:   {}", output.get(index).map_or("<no line>", String::as_str));
+    let _ = writeln!(
+        r,
+        "  actual:   {}",
+        output.get(index).map_or("<no line>", String::as_str)
+    );
     let _ = writeln!(r, "  problem:  {why}");
 
     // The model's view just before the line, rebuilt from the same inputs.
@@ -294,7 +315,9 @@ fn mismatch_report(
                     }
                 }
                 let named = match &line.req {
-                    Req::Capture { auth, .. } | Req::Void { auth, .. } | Req::Increment { auth, .. } => Some(*auth),
+                    Req::Capture { auth, .. }
+                    | Req::Void { auth, .. }
+                    | Req::Increment { auth, .. } => Some(*auth),
                     _ => None,
                 };
                 if let Some(auth) = named {
@@ -318,7 +341,13 @@ fn mismatch_report(
             if touches {
                 shown.push(i);
             }
-            if shown.iter().filter(|&&i| lines[i].account == Some(account)).count() >= 14 || shown.len() >= 30 {
+            if shown
+                .iter()
+                .filter(|&&i| lines[i].account == Some(account))
+                .count()
+                >= 14
+                || shown.len() >= 30
+            {
                 break;
             }
         }
@@ -378,8 +407,16 @@ fn generator_reaches_every_case() {
         }
         coverage_floor(run, &tally);
         if request_count() >= DEFAULT_REQUESTS {
-            let missing: Vec<&str> = CORNERS.iter().copied().filter(|c| !hits.contains_key(c)).collect();
-            assert!(missing.is_empty(), "{}: never reached {missing:?}; reached {hits:#?}", run.name);
+            let missing: Vec<&str> = CORNERS
+                .iter()
+                .copied()
+                .filter(|c| !hits.contains_key(c))
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "{}: never reached {missing:?}; reached {hits:#?}",
+                run.name
+            );
         }
     }
 }

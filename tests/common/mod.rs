@@ -45,8 +45,8 @@ impl Outcome {
     /// Parses one outcome line as the engine or an `.outcomes.jsonl` file
     /// writes it.
     pub fn parse(text: &str) -> Result<Outcome, String> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| format!("outcome is not JSON ({e}): {text:?}"))?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("outcome is not JSON ({e}): {text:?}"))?;
         let object = value
             .as_object()
             .ok_or_else(|| format!("outcome is not a JSON object: {text:?}"))?;
@@ -89,10 +89,16 @@ impl Outcome {
             problems.push(format!("line {} instead of {}", actual.line, self.line));
         }
         if actual.result != self.result {
-            problems.push(format!("result {:?} instead of {:?}", actual.result, self.result));
+            problems.push(format!(
+                "result {:?} instead of {:?}",
+                actual.result, self.result
+            ));
         }
         if actual.replayed != self.replayed {
-            problems.push(format!("replayed {} instead of {}", actual.replayed, self.replayed));
+            problems.push(format!(
+                "replayed {} instead of {}",
+                actual.replayed, self.replayed
+            ));
         }
         for (name, want) in &self.fields {
             match actual.fields.get(name) {
@@ -113,7 +119,11 @@ impl Outcome {
 
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{{\"line\": {}, \"result\": {:?}", self.line, self.result)?;
+        write!(
+            f,
+            "{{\"line\": {}, \"result\": {:?}",
+            self.line, self.result
+        )?;
         if self.replayed {
             write!(f, ", \"replayed\": true")?;
         }
@@ -152,7 +162,11 @@ pub fn split_output(output: &[u8]) -> Vec<String> {
 
 /// Compares a whole output stream with the expected outcomes, line by line.
 /// `requests` are the input lines, used only to make a failure readable.
-pub fn compare_streams(requests: &[&str], expected: &[Outcome], actual: &[String]) -> Result<(), String> {
+pub fn compare_streams(
+    requests: &[&str],
+    expected: &[Outcome],
+    actual: &[String],
+) -> Result<(), String> {
     for (index, want) in expected.iter().enumerate() {
         let request = requests.get(index).copied().unwrap_or("<none>");
         let Some(got_text) = actual.get(index) else {
@@ -162,7 +176,8 @@ pub fn compare_streams(requests: &[&str], expected: &[Outcome], actual: &[String
                 index + 1
             ));
         };
-        let got = Outcome::parse(got_text).map_err(|e| format!("line {}: {request}\n  {e}", index + 1))?;
+        let got = Outcome::parse(got_text)
+            .map_err(|e| format!("line {}: {request}\n  {e}", index + 1))?;
         if let Err(why) = want.check(&got) {
             return Err(format!(
                 "line {}: {request}\n  expected: {want}\n  actual:   {got_text}\n  ({why})",

@@ -16,8 +16,8 @@
 use std::collections::HashSet;
 
 use crate::reference::{
-    format_minor, Account, HoldState, Model, Req, VelocityArg, DAY_MS, DEFAULT_EXPIRY_MS, MINOR_MAX,
-    TIME_ARG_MAX,
+    format_minor, Account, HoldState, Model, Req, VelocityArg, DAY_MS, DEFAULT_EXPIRY_MS,
+    MINOR_MAX, TIME_ARG_MAX,
 };
 
 /// SplitMix64: small, fast, and the same on every platform.
@@ -123,9 +123,19 @@ const WHALES: [u64; 2] = [u64::MAX, 1 << 63];
 /// Opened with the largest overdraft, so holds can pile up to 2^63 - 1.
 const DEEP_OVERDRAFT: u64 = 0;
 
-const CURRENCIES: [&str; 10] = ["USD", "JPY", "KWD", "EUR", "GBP", "CNY", "HKD", "SGD", "KRW", "BHD"];
-const UNSUPPORTED: [&str; 10] = ["usd", "Usd", "jpy", "XXX", "AUD", "", " USD", "USD ", "US", "KWDX"];
-const SPECIAL_IDS: [u64; 5] = [0, u64::MAX, 1 << 63, 9_007_199_254_740_993, 9_007_199_254_740_992];
+const CURRENCIES: [&str; 10] = [
+    "USD", "JPY", "KWD", "EUR", "GBP", "CNY", "HKD", "SGD", "KRW", "BHD",
+];
+const UNSUPPORTED: [&str; 10] = [
+    "usd", "Usd", "jpy", "XXX", "AUD", "", " USD", "USD ", "US", "KWDX",
+];
+const SPECIAL_IDS: [u64; 5] = [
+    0,
+    u64::MAX,
+    1 << 63,
+    9_007_199_254_740_993,
+    9_007_199_254_740_992,
+];
 
 pub struct Generator {
     pub rng: Rng,
@@ -179,7 +189,10 @@ fn named_fields(op: &str) -> (&'static [&'static str], &'static [&'static str]) 
         "capture" => (&["id", "account", "auth"], &["amount", "final"]),
         "void" => (&["id", "account", "auth"], &[]),
         "refund" => (&["id", "account", "of"], &["amount"]),
-        "set_limits" => (&["account"], &["per_txn", "daily", "review_above", "velocity"]),
+        "set_limits" => (
+            &["account"],
+            &["per_txn", "daily", "review_above", "velocity"],
+        ),
         "freeze" | "unfreeze" | "balance" => (&["account"], &[]),
         "status" => (&["account", "id"], &[]),
         "advance_clock" => (&["ms"], &[]),
@@ -387,11 +400,18 @@ impl Generator {
     /// An amount that is `invalid_amount` in a currency with exponent `exp`.
     fn bad_amount(&mut self, exp: u32) -> String {
         match self.rng.below(6) {
-            0 => self.rng.pick(&["0", "0.0", "00", "0.00", "0.000", "000.0"]).to_string(),
+            0 => self
+                .rng
+                .pick(&["0", "0.0", "00", "0.00", "0.000", "000.0"])
+                .to_string(),
             1 => {
                 // One fraction digit too many, sometimes a trailing zero.
                 let minor = self.rng.money(1, 5000);
-                let last = if self.rng.percent(50) { 0 } else { self.rng.range(1, 9) };
+                let last = if self.rng.percent(50) {
+                    0
+                } else {
+                    self.rng.range(1, 9)
+                };
                 let text = format_minor(minor * 10 + i128::from(last), exp + 1);
                 text.to_string()
             }
@@ -406,8 +426,8 @@ impl Generator {
             3 => self
                 .rng
                 .pick(&[
-                    "abc", "", " 1", "1 ", "1.", ".5", "+1", "1e3", "0x10", "1,5", "\u{0661}", "1_0", "NaN",
-                    "Infinity", "1.2.3", "１",
+                    "abc", "", " 1", "1 ", "1.", ".5", "+1", "1e3", "0x10", "1,5", "\u{0661}",
+                    "1_0", "NaN", "Infinity", "1.2.3", "１",
                 ])
                 .to_string(),
             4 => self.rng.pick(&["-1", "-0.5", "-0", "--1"]).to_string(),
@@ -442,7 +462,11 @@ impl Generator {
         let exp = acct.exp;
         let room = acct.available() + acct.overdraft;
         let limits = acct.limits.clone();
-        let today = if acct.day == self.model.now_ms / DAY_MS { acct.day_sum } else { 0 };
+        let today = if acct.day == self.model.now_ms / DAY_MS {
+            acct.day_sum
+        } else {
+            0
+        };
         if self.rng.percent(7) {
             return self.bad_amount(exp);
         }
@@ -451,7 +475,8 @@ impl Generator {
             let value = self.up_to_max_held(account);
             return self.spell(value, exp);
         }
-        let edge = |g: &mut Generator, v: i128| v + g.rng.money(-1, 1).max(if v <= 1 { 0 } else { -1 });
+        let edge =
+            |g: &mut Generator, v: i128| v + g.rng.money(-1, 1).max(if v <= 1 { 0 } else { -1 });
         let value = match self.rng.below(100) {
             0..=54 => self.small(exp, 40),
             // The deep-overdraft account keeps a positive balance, so that
@@ -482,7 +507,11 @@ impl Generator {
             },
             _ => self.small(exp, 100_000),
         };
-        let value = if value <= 0 { self.small(exp, 10) } else { value };
+        let value = if value <= 0 {
+            self.small(exp, 10)
+        } else {
+            value
+        };
         self.spell(value, exp)
     }
 
@@ -561,7 +590,10 @@ impl Generator {
         };
         let overdraft = match overdraft {
             // Zero is a valid overdraft but not a valid amount.
-            Some(o) if crate::reference::parse_amount(&o, exp, true) == Some(0) && self.rng.percent(50) => {
+            Some(o)
+                if crate::reference::parse_amount(&o, exp, true) == Some(0)
+                    && self.rng.percent(50) =>
+            {
                 Some(format_minor(0, exp))
             }
             other => other,
@@ -592,13 +624,21 @@ impl Generator {
             let m = self.small(exp, 300);
             self.spell(m, exp)
         };
-        Req::Deposit { id, account, amount }
+        Req::Deposit {
+            id,
+            account,
+            amount,
+        }
     }
 
     fn gen_debit(&mut self, account: u64) -> Req {
         let id = self.fresh_id(account);
         let amount = self.take_amount(account, false);
-        Req::Debit { id, account, amount }
+        Req::Debit {
+            id,
+            account,
+            amount,
+        }
     }
 
     fn gen_authorize(&mut self, account: u64) -> Req {
@@ -622,7 +662,11 @@ impl Generator {
         let active: Vec<u64> = tail
             .iter()
             .copied()
-            .filter(|id| acct.holds.get(id).is_some_and(|h| h.state == HoldState::Active))
+            .filter(|id| {
+                acct.holds
+                    .get(id)
+                    .is_some_and(|h| h.state == HoldState::Active)
+            })
             .collect();
         let started: Vec<u64> = active
             .iter()
@@ -632,7 +676,11 @@ impl Generator {
         let ended: Vec<u64> = tail
             .iter()
             .copied()
-            .filter(|id| acct.holds.get(id).is_some_and(|h| h.state != HoldState::Active))
+            .filter(|id| {
+                acct.holds
+                    .get(id)
+                    .is_some_and(|h| h.state != HoldState::Active)
+            })
             .collect();
         let not_holds: Vec<u64> = acct
             .key_order
@@ -698,7 +746,11 @@ impl Generator {
                 self.spell(m, exp)
             }
         };
-        let expires_in_ms = if self.rng.percent(60) { None } else { self.expires() };
+        let expires_in_ms = if self.rng.percent(60) {
+            None
+        } else {
+            self.expires()
+        };
         Req::Increment {
             id,
             account,
@@ -771,7 +823,11 @@ impl Generator {
                     .iter()
                     .rev()
                     .take(400)
-                    .filter_map(|id| acct.refundables.get(id).map(|r| (*id, r.amount - r.refunded)))
+                    .filter_map(|id| {
+                        acct.refundables
+                            .get(id)
+                            .map(|r| (*id, r.amount - r.refunded))
+                    })
                     .collect();
                 let others: Vec<u64> = acct
                     .key_order
@@ -805,7 +861,12 @@ impl Generator {
                 Some(self.spell(m, exp))
             }
         };
-        Req::Refund { id, account, of, amount }
+        Req::Refund {
+            id,
+            account,
+            of,
+            amount,
+        }
     }
 
     fn gen_set_limits(&mut self, account: u64) -> Req {
@@ -876,7 +937,11 @@ impl Generator {
 
     fn gen_freeze(&mut self, account: u64) -> Req {
         let frozen = self.acct(account).is_some_and(|a| a.frozen);
-        let freeze = if frozen { self.rng.percent(10) } else { self.rng.percent(15) };
+        let freeze = if frozen {
+            self.rng.percent(10)
+        } else {
+            self.rng.percent(15)
+        };
         if freeze {
             Req::Freeze { account }
         } else {
@@ -950,7 +1015,9 @@ impl Generator {
                 let next_day = (now / DAY_MS + 1) * DAY_MS;
                 next_day - now - self.rng.range(1, 3000).min(next_day - now)
             }
-            994..=997 => self.rng.pick(&[DAY_MS, DEFAULT_EXPIRY_MS, DAY_MS / 2, 3_600_000]),
+            994..=997 => self
+                .rng
+                .pick(&[DAY_MS, DEFAULT_EXPIRY_MS, DAY_MS / 2, 3_600_000]),
             _ => {
                 if self.rng.percent(10) {
                     TIME_ARG_MAX
@@ -966,7 +1033,11 @@ impl Generator {
     /// ahead and not too far; else a small step.
     fn edge_step(&mut self, targets: &mut Vec<u64>, before: u64) -> u64 {
         let now = self.model.now_ms;
-        let far = if self.rng.percent(2) { 8 * DAY_MS } else { 3_600_000 };
+        let far = if self.rng.percent(2) {
+            8 * DAY_MS
+        } else {
+            3_600_000
+        };
         targets.retain(|&t| t > now && t - now <= far);
         // Collected from hash maps: sort so that a seed gives one stream.
         targets.sort_unstable();
@@ -1012,7 +1083,9 @@ impl Generator {
         match &mut req {
             Req::Deposit { amount, .. } | Req::Debit { amount, .. } => self.respell(amount),
             Req::Authorize {
-                amount, expires_in_ms, ..
+                amount,
+                expires_in_ms,
+                ..
             } => {
                 self.respell(amount);
                 if self.rng.percent(30) {
@@ -1024,7 +1097,9 @@ impl Generator {
                 }
             }
             Req::Increment { amount, .. } => self.respell(amount),
-            Req::Capture { amount, is_final, .. } => {
+            Req::Capture {
+                amount, is_final, ..
+            } => {
                 if let Some(a) = amount {
                     self.respell(a);
                 }
@@ -1036,7 +1111,9 @@ impl Generator {
                     };
                 }
             }
-            Req::Refund { amount: Some(a), .. } => self.respell(a),
+            Req::Refund {
+                amount: Some(a), ..
+            } => self.respell(a),
             _ => {}
         }
         req
@@ -1044,7 +1121,8 @@ impl Generator {
 
     /// Same value, other digits: leading zeros, trailing zeros, fewer zeros.
     fn respell(&mut self, amount: &mut String) {
-        if !crate::reference::amount_identity(amount).starts_with("number:") || self.rng.percent(30) {
+        if !crate::reference::amount_identity(amount).starts_with("number:") || self.rng.percent(30)
+        {
             return;
         }
         *amount = match self.rng.below(3) {
@@ -1067,15 +1145,32 @@ impl Generator {
         let exp = req.account().map_or(2, |a| self.exp_of(a));
         let roll = self.rng.below(4);
         match req.clone() {
-            Req::Deposit { id, account, amount } | Req::Debit { id, account, amount } => {
+            Req::Deposit {
+                id,
+                account,
+                amount,
+            }
+            | Req::Debit {
+                id,
+                account,
+                amount,
+            } => {
                 let is_deposit = matches!(req, Req::Deposit { .. });
                 match roll {
                     0 | 1 => {
                         let amount = self.other_amount(&amount, exp);
                         if is_deposit {
-                            Req::Deposit { id, account, amount }
+                            Req::Deposit {
+                                id,
+                                account,
+                                amount,
+                            }
                         } else {
-                            Req::Debit { id, account, amount }
+                            Req::Debit {
+                                id,
+                                account,
+                                amount,
+                            }
                         }
                     }
                     _ if harmless_only => Req::Refund {
@@ -1084,8 +1179,16 @@ impl Generator {
                         of: id,
                         amount: None,
                     },
-                    2 if is_deposit => Req::Debit { id, account, amount },
-                    2 => Req::Deposit { id, account, amount },
+                    2 if is_deposit => Req::Debit {
+                        id,
+                        account,
+                        amount,
+                    },
+                    2 => Req::Deposit {
+                        id,
+                        account,
+                        amount,
+                    },
                     _ => Req::Authorize {
                         id,
                         account,
@@ -1124,7 +1227,13 @@ impl Generator {
                 match roll {
                     0 => amount = self.other_amount(&amount, exp),
                     1 => auth = auth.wrapping_add(1),
-                    _ => expires_in_ms = if expires_in_ms.is_some() { None } else { Some(1000) },
+                    _ => {
+                        expires_in_ms = if expires_in_ms.is_some() {
+                            None
+                        } else {
+                            Some(1000)
+                        }
+                    }
                 }
                 Req::Increment {
                     id,
@@ -1150,7 +1259,13 @@ impl Generator {
                             Some(a) => Some(self.other_amount(&a, exp)),
                         }
                     }
-                    1 => is_final = if is_final == Some(false) { None } else { Some(false) },
+                    1 => {
+                        is_final = if is_final == Some(false) {
+                            None
+                        } else {
+                            Some(false)
+                        }
+                    }
                     2 => auth_id = auth_id.wrapping_add(1),
                     _ => return Req::Void { id, account, auth },
                 }
@@ -1181,7 +1296,12 @@ impl Generator {
                     is_final: None,
                 },
             },
-            Req::Refund { id, account, of, amount } => match roll {
+            Req::Refund {
+                id,
+                account,
+                of,
+                amount,
+            } => match roll {
                 0 => Req::Refund {
                     id,
                     account,
@@ -1199,7 +1319,12 @@ impl Generator {
                         Some(a) => Some(self.other_amount(&a, exp)),
                         None => Some(self.spell(1, exp)),
                     };
-                    Req::Refund { id, account, of, amount }
+                    Req::Refund {
+                        id,
+                        account,
+                        of,
+                        amount,
+                    }
                 }
             },
             other => panic!("{} has no key", other.op()),
@@ -1276,7 +1401,9 @@ impl Generator {
                 break;
             }
             let id = acct.key_order[self.rng.below(acct.key_order.len() as u64) as usize];
-            let Some(key) = acct.keys.get(&id) else { continue };
+            let Some(key) = acct.keys.get(&id) else {
+                continue;
+            };
             let harmless = matches!(key.op, "deposit" | "void" | "refund" | "increment");
             if harmless && self.model.may_be_forgotten(key.first_ms) {
                 chosen = Some(key.req.clone());
@@ -1305,7 +1432,9 @@ impl Generator {
             let i = acct
                 .key_order
                 .partition_point(|id| now - acct.keys[id].first_ms >= window);
-            acct.key_order.get(i).map(|id| (*id, acct.keys[id].first_ms))
+            acct.key_order
+                .get(i)
+                .map(|id| (*id, acct.keys[id].first_ms))
         });
         let Some((id, first_ms)) = oldest else {
             let req = self.gen_deposit(account);
@@ -1346,13 +1475,21 @@ impl Generator {
             return self.emit(req);
         }
         let (account, edge, below) = self.rng.pick(&candidates);
-        let target = if self.rng.percent(50) && edge - 1 >= now { edge - 1 } else { edge };
+        let target = if self.rng.percent(50) && edge > now {
+            edge - 1
+        } else {
+            edge
+        };
         self.emit(Req::AdvanceClock { ms: target - now });
         let id = self.fresh_id(account);
         let exp = self.exp_of(account);
         let value = self.rng.money(1, below);
         let amount = self.spell(value, exp);
-        self.emit(Req::Debit { id, account, amount });
+        self.emit(Req::Debit {
+            id,
+            account,
+            amount,
+        });
     }
 
     /// Several requests on one account in a row: velocity counts, daily sums
@@ -1381,7 +1518,10 @@ impl Generator {
         let mut f: Fields = vec![("op".to_string(), js(req.op()))];
         let mut add = |k: &str, v: String| f.push((k.to_string(), v));
         let null_chance = 25;
-        let opt = |g: &mut Generator, f: &mut dyn FnMut(&str, String), k: &str, v: Option<String>| match v {
+        let opt = |g: &mut Generator,
+                   f: &mut dyn FnMut(&str, String),
+                   k: &str,
+                   v: Option<String>| match v {
             Some(v) => f(k, v),
             None if g.rng.percent(null_chance) => f(k, "null".to_string()),
             None => {}
@@ -1397,7 +1537,16 @@ impl Generator {
                 add("currency", js(currency));
                 opt(self, &mut add, "overdraft", overdraft.as_deref().map(js));
             }
-            Req::Deposit { id, account, amount } | Req::Debit { id, account, amount } => {
+            Req::Deposit {
+                id,
+                account,
+                amount,
+            }
+            | Req::Debit {
+                id,
+                account,
+                amount,
+            } => {
                 add("id", id.to_string());
                 add("account", account.to_string());
                 add("amount", js(amount));
@@ -1411,7 +1560,12 @@ impl Generator {
                 add("id", id.to_string());
                 add("account", account.to_string());
                 add("amount", js(amount));
-                opt(self, &mut add, "expires_in_ms", expires_in_ms.map(|v| v.to_string()));
+                opt(
+                    self,
+                    &mut add,
+                    "expires_in_ms",
+                    expires_in_ms.map(|v| v.to_string()),
+                );
             }
             Req::Increment {
                 id,
@@ -1424,7 +1578,12 @@ impl Generator {
                 add("account", account.to_string());
                 add("auth", auth.to_string());
                 add("amount", js(amount));
-                opt(self, &mut add, "expires_in_ms", expires_in_ms.map(|v| v.to_string()));
+                opt(
+                    self,
+                    &mut add,
+                    "expires_in_ms",
+                    expires_in_ms.map(|v| v.to_string()),
+                );
             }
             Req::Capture {
                 id,
@@ -1444,7 +1603,12 @@ impl Generator {
                 add("account", account.to_string());
                 add("auth", auth.to_string());
             }
-            Req::Refund { id, account, of, amount } => {
+            Req::Refund {
+                id,
+                account,
+                of,
+                amount,
+            } => {
                 add("id", id.to_string());
                 add("account", account.to_string());
                 add("of", of.to_string());
@@ -1460,8 +1624,18 @@ impl Generator {
                 add("account", account.to_string());
                 opt(self, &mut add, "per_txn", per_txn.as_deref().map(js));
                 opt(self, &mut add, "daily", daily.as_deref().map(js));
-                opt(self, &mut add, "review_above", review_above.as_deref().map(js));
-                opt(self, &mut add, "velocity", velocity.as_ref().map(velocity_json));
+                opt(
+                    self,
+                    &mut add,
+                    "review_above",
+                    review_above.as_deref().map(js),
+                );
+                opt(
+                    self,
+                    &mut add,
+                    "velocity",
+                    velocity.as_ref().map(velocity_json),
+                );
             }
             Req::Freeze { account } | Req::Unfreeze { account } | Req::Balance { account } => {
                 add("account", account.to_string());
@@ -1537,7 +1711,11 @@ impl Generator {
             .collect();
         let mut text = format!("{{{}}}", body.join(comma));
         if vary && self.rng.percent(3) {
-            text = format!("{}{text}{}", self.rng.pick(&[" ", "\t", "  "]), self.rng.pick(&["", " ", "\t"]));
+            text = format!(
+                "{}{text}{}",
+                self.rng.pick(&[" ", "\t", "  "]),
+                self.rng.pick(&["", " ", "\t"])
+            );
         }
         text
     }
@@ -1553,7 +1731,10 @@ impl Generator {
     }
 
     fn push(&mut self, text: String, req: Req, account: Option<u64>) {
-        assert!(!text.contains('\n'), "a line must not contain a newline: {text:?}");
+        assert!(
+            !text.contains('\n'),
+            "a line must not contain a newline: {text:?}"
+        );
         if let (Some(id), Some(a)) = (req.key_id(), req.account()) {
             if self.model.accounts.contains_key(&a) {
                 self.used.insert((a, id));
@@ -1578,8 +1759,19 @@ impl Generator {
     fn emit_malformed(&mut self) {
         let account = self.pick_account();
         let ops = [
-            "open", "deposit", "debit", "authorize", "increment", "capture", "void", "refund", "set_limits",
-            "freeze", "balance", "status", "advance",
+            "open",
+            "deposit",
+            "debit",
+            "authorize",
+            "increment",
+            "capture",
+            "void",
+            "refund",
+            "set_limits",
+            "freeze",
+            "balance",
+            "status",
+            "advance",
         ];
         let base = match self.rng.pick(&ops) {
             "open" => self.gen_open(Some(account)),
@@ -1705,8 +1897,23 @@ impl Generator {
                 "{}",
                 "99999999999999999999999",
             ],
-            "ms" => vec!["10000000000001", "-1", "\"5\"", "1.5", "99999999999999999999", "false"],
-            "expires_in_ms" => vec!["0", "10000000000001", "\"60000\"", "-1", "2.5", "false", "-0"],
+            "ms" => vec![
+                "10000000000001",
+                "-1",
+                "\"5\"",
+                "1.5",
+                "99999999999999999999",
+                "false",
+            ],
+            "expires_in_ms" => vec![
+                "0",
+                "10000000000001",
+                "\"60000\"",
+                "-1",
+                "2.5",
+                "false",
+                "-0",
+            ],
             "amount" | "overdraft" | "per_txn" | "daily" | "review_above" => {
                 vec!["20", "20.5", "0", "true", "[\"1\"]", "{}"]
             }

@@ -265,7 +265,8 @@ impl Req {
     /// What a replay must match: the op and every field but id and account,
     /// amounts by `amount_identity`, omitted optionals as their defaults.
     pub fn identity(&self) -> String {
-        let amount = |a: &Option<String>| a.as_deref().map_or("omitted".to_string(), amount_identity);
+        let amount =
+            |a: &Option<String>| a.as_deref().map_or("omitted".to_string(), amount_identity);
         match self {
             Req::Deposit { amount: a, .. } => format!("deposit {}", amount_identity(a)),
             Req::Debit { amount: a, .. } => format!("debit {}", amount_identity(a)),
@@ -285,7 +286,10 @@ impl Req {
                 amount: a,
                 expires_in_ms,
                 ..
-            } => format!("increment auth {auth} {} expires {expires_in_ms:?}", amount_identity(a)),
+            } => format!(
+                "increment auth {auth} {} expires {expires_in_ms:?}",
+                amount_identity(a)
+            ),
             Req::Capture {
                 auth,
                 amount: a,
@@ -319,7 +323,10 @@ pub enum HoldState {
     Active,
     /// Ended by expiry (`auth_expired` from then on) or otherwise
     /// (`auth_not_active`), at engine time `at_ms`.
-    Ended { expired: bool, at_ms: u64 },
+    Ended {
+        expired: bool,
+        at_ms: u64,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -406,7 +413,10 @@ impl Account {
 
     /// "`held` (sum of the remaining amounts of active holds)".
     pub fn held(&self) -> i128 {
-        self.active_holds.iter().map(|id| self.holds[id].left()).sum()
+        self.active_holds
+            .iter()
+            .map(|id| self.holds[id].left())
+            .sum()
     }
 
     /// "`available = balance - held`".
@@ -585,7 +595,8 @@ impl Model {
                         None => return Outcome::new(0, "invalid_amount"),
                     },
                 };
-                self.accounts.insert(*account, Account::new(currency, exp, overdraft, now));
+                self.accounts
+                    .insert(*account, Account::new(currency, exp, overdraft, now));
                 Outcome::new(0, "ok")
             }
             Req::Freeze { account } | Req::Unfreeze { account } => {
@@ -639,7 +650,8 @@ impl Model {
                     None => Ok(None),
                     Some(text) => parse_amount(text, exp, false).map(Some).ok_or(()),
                 };
-                let (Ok(per_txn), Ok(daily), Ok(review_above)) = (parse(per_txn), parse(daily), parse(review_above))
+                let (Ok(per_txn), Ok(daily), Ok(review_above)) =
+                    (parse(per_txn), parse(daily), parse(review_above))
                 else {
                     return Outcome::new(0, "invalid_amount");
                 };
@@ -729,7 +741,9 @@ impl Model {
             Req::Deposit { amount, .. } => deposit(acct, amount),
             Req::Debit { amount, .. } => debit(acct, id, amount, now),
             Req::Authorize {
-                amount, expires_in_ms, ..
+                amount,
+                expires_in_ms,
+                ..
             } => authorize(acct, id, amount, *expires_in_ms, now),
             Req::Increment {
                 auth,
@@ -741,10 +755,20 @@ impl Model {
                 Ok(()) => increment(acct, *auth, amount, *expires_in_ms, now),
             },
             Req::Capture {
-                auth, amount, is_final, ..
+                auth,
+                amount,
+                is_final,
+                ..
             } => match find_hold(acct, *auth, actual, &window_passed) {
                 Err(code) => code,
-                Ok(()) => capture(acct, id, *auth, amount.as_deref(), is_final.unwrap_or(true), now),
+                Ok(()) => capture(
+                    acct,
+                    id,
+                    *auth,
+                    amount.as_deref(),
+                    is_final.unwrap_or(true),
+                    now,
+                ),
             },
             Req::Void { auth, .. } => match find_hold(acct, *auth, actual, &window_passed) {
                 Err(code) => code,
@@ -753,7 +777,9 @@ impl Model {
                     "ok"
                 }
             },
-            Req::Refund { of, amount, .. } => refund(acct, *of, amount.as_deref(), actual, &window_passed),
+            Req::Refund { of, amount, .. } => {
+                refund(acct, *of, amount.as_deref(), actual, &window_passed)
+            }
             other => unreachable!("{} is not a money request", other.op()),
         };
         acct.keys.insert(
@@ -791,7 +817,11 @@ fn find_hold(
                 acct.holds.remove(&auth);
                 return Err("auth_not_found");
             }
-            Err(if expired { "auth_expired" } else { "auth_not_active" })
+            Err(if expired {
+                "auth_expired"
+            } else {
+                "auth_not_active"
+            })
         }
     }
 }
@@ -830,7 +860,11 @@ fn debit(acct: &mut Account, id: u64, amount: &str, now: u64) -> &'static str {
             .iter()
             .filter(|(t, a)| *a <= v.below && now - t < v.window_ms)
             .count();
-        if acct.velocity_debits.iter().any(|(t, a)| *a <= v.below && now - t == v.window_ms) {
+        if acct
+            .velocity_debits
+            .iter()
+            .any(|(t, a)| *a <= v.below && now - t == v.window_ms)
+        {
             hit("velocity debit exactly window_ms old (not counted)");
         }
         amount <= v.below && recent as u64 >= v.max
@@ -869,7 +903,13 @@ fn debit(acct: &mut Account, id: u64, amount: &str, now: u64) -> &'static str {
     "ok"
 }
 
-fn authorize(acct: &mut Account, id: u64, amount: &str, expires_in_ms: Option<u64>, now: u64) -> &'static str {
+fn authorize(
+    acct: &mut Account,
+    id: u64,
+    amount: &str,
+    expires_in_ms: Option<u64>,
+    now: u64,
+) -> &'static str {
     let Some(amount) = parse_amount(amount, acct.exp, false) else {
         return "invalid_amount";
     };
@@ -886,14 +926,25 @@ fn authorize(acct: &mut Account, id: u64, amount: &str, expires_in_ms: Option<u6
         hit("authorize would pass 2^63-1 held");
         return "invalid_amount";
     }
-    acct.new_hold(id, amount, now + expires_in_ms.unwrap_or(DEFAULT_EXPIRY_MS), false);
+    acct.new_hold(
+        id,
+        amount,
+        now + expires_in_ms.unwrap_or(DEFAULT_EXPIRY_MS),
+        false,
+    );
     acct.day_sum += amount;
     "ok"
 }
 
 /// After the hold checks: invalid_amount, account_frozen, capture_started,
 /// limit_exceeded, insufficient_funds, then the 63-bit check.
-fn increment(acct: &mut Account, auth: u64, amount: &str, expires_in_ms: Option<u64>, now: u64) -> &'static str {
+fn increment(
+    acct: &mut Account,
+    auth: u64,
+    amount: &str,
+    expires_in_ms: Option<u64>,
+    now: u64,
+) -> &'static str {
     let Some(amount) = parse_amount(amount, acct.exp, false) else {
         return "invalid_amount";
     };
@@ -928,7 +979,14 @@ fn increment(acct: &mut Account, auth: u64, amount: &str, expires_in_ms: Option<
 
 /// After the hold checks: invalid_amount, exceeds_authorized (against what is
 /// left of the hold).
-fn capture(acct: &mut Account, id: u64, auth: u64, amount: Option<&str>, is_final: bool, now: u64) -> &'static str {
+fn capture(
+    acct: &mut Account,
+    id: u64,
+    auth: u64,
+    amount: Option<&str>,
+    is_final: bool,
+    now: u64,
+) -> &'static str {
     let left = acct.holds[&auth].left();
     let amount = match amount {
         None => left,
