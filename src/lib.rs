@@ -25,3 +25,8 @@ pub use money::{AmountArg, Currency};
 pub use outcome::{Code, Info, Outcome};
 pub use request::{AccountId, LimitsArg, Op, Request, TxnId, VelocityArg};
 pub use risk::{RiskContext, RiskDecision, RiskPolicy, SpecRules};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
