@@ -141,20 +141,23 @@ fn bad_arguments_exit_2_with_usage() {
         &["run", "--durability", "sometimes"],
         &["run", "--no-such-flag"],
     ];
+    let mut problems = Vec::new();
     for args in cases {
         let finished = run_cli(args, b"{\"op\":\"balance\",\"account\":1}\n");
-        assert_eq!(
-            finished.code,
-            Some(2),
-            "debitcore {args:?} must exit 2; stderr: {}",
-            finished.stderr
-        );
-        assert!(
-            finished.stderr.to_lowercase().contains("usage"),
-            "debitcore {args:?} must print a usage message to stderr, got: {:?}",
-            finished.stderr
-        );
+        if finished.code != Some(2) {
+            problems.push(format!(
+                "debitcore {args:?} exited with {:?}, not 2; stderr: {:?}",
+                finished.code, finished.stderr
+            ));
+        }
+        if !finished.stderr.to_lowercase().contains("usage") {
+            problems.push(format!(
+                "debitcore {args:?} printed no usage message to stderr, only: {:?}",
+                finished.stderr
+            ));
+        }
     }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]

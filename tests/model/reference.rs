@@ -16,6 +16,36 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A hash map with a plain, fixed hash: the model is run hundreds of
+/// thousands of times in a debug build, and a fixed hash also makes
+/// iteration order (which the generator must not depend on anyway) repeat.
+pub type Map<K, V> = HashMap<K, V, BuildHasherDefault<FixedHasher>>;
+
+#[derive(Default)]
+pub struct FixedHasher(u64);
+
+impl Hasher for FixedHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01B3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
+}
 
 use crate::common::Outcome;
 
@@ -374,15 +404,15 @@ pub struct Account {
     pub overdraft: i128,
     pub balance: i128,
     pub frozen: bool,
-    pub keys: HashMap<u64, Key>,
+    pub keys: Map<u64, Key>,
     /// Key ids in the order they were stored (may repeat after forgetting).
     pub key_order: Vec<u64>,
     /// Every hold still remembered, active or ended.
-    pub holds: HashMap<u64, Hold>,
+    pub holds: Map<u64, Hold>,
     /// The ids of the active ones (kept by `new_hold` and `end_hold` only).
     pub active_holds: BTreeSet<u64>,
     pub hold_order: Vec<u64>,
-    pub refundables: HashMap<u64, Refundable>,
+    pub refundables: Map<u64, Refundable>,
     pub limits: Limits,
     /// (engine time, amount) of every ok debit since the last set_limits.
     pub velocity_debits: Vec<(u64, i128)>,
@@ -398,12 +428,12 @@ impl Account {
             overdraft,
             balance: 0,
             frozen: false,
-            keys: HashMap::new(),
+            keys: Map::default(),
             key_order: Vec::new(),
-            holds: HashMap::new(),
+            holds: Map::default(),
             active_holds: BTreeSet::new(),
             hold_order: Vec::new(),
-            refundables: HashMap::new(),
+            refundables: Map::default(),
             limits: Limits::default(),
             velocity_debits: Vec::new(),
             day: now_ms / DAY_MS,
@@ -541,7 +571,7 @@ impl Account {
 pub struct Model {
     pub now_ms: u64,
     pub dedup_window_ms: u64,
-    pub accounts: HashMap<u64, Account>,
+    pub accounts: Map<u64, Account>,
 }
 
 /// What the engine answered, as far as the forgetting rules need it.
@@ -554,7 +584,7 @@ impl Model {
         Model {
             now_ms: 0,
             dedup_window_ms,
-            accounts: HashMap::new(),
+            accounts: Map::default(),
         }
     }
 
