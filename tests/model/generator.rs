@@ -433,8 +433,7 @@ impl Generator {
                 } else {
                     self.rng.range(1, 9)
                 };
-                let text = format_minor(minor * 10 + i128::from(last), exp + 1);
-                text.to_string()
+                format_minor(minor * 10 + i128::from(last), exp + 1)
             }
             2 => {
                 let over = MINOR_MAX + self.rng.money(1, 3);
@@ -496,8 +495,8 @@ impl Generator {
             let value = self.up_to_max_held(account);
             return self.spell(value, exp);
         }
-        let edge =
-            |g: &mut Generator, v: i128| v + g.rng.money(-1, 1).max(if v <= 1 { 0 } else { -1 });
+        // Exactly on an edge, or one minor unit either side of it.
+        let edge = |g: &mut Generator, v: i128| v + g.rng.money(-1, 1);
         let value = match self.rng.below(100) {
             0..=54 => self.small(exp, 40),
             // The deep-overdraft account keeps a positive balance, so that
