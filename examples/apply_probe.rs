@@ -14,6 +14,8 @@ fn main() {
         args.get(1).copied().unwrap_or(1_000_000),
     );
     let mut shard = Shard::new(0, u64::MAX / 4, None);
+    // Growth of the key table is costed separately; here it is sized ahead.
+    shard.reserve(accounts as usize, (accounts + debits) as usize);
     for account in 0..accounts {
         shard.apply(&Request::OpenAccount {
             account,

@@ -34,11 +34,16 @@ use crate::outcome::{Code, Outcome};
 use crate::request::{AccountId, Request};
 use crate::risk::RiskPolicy;
 use crate::shard::{Shard, ShardStats};
+use crate::wal::record::Record;
+use crate::wal::recovery::{self, Recovered};
+use crate::wal::writer::{Flusher, ShardLog};
+use crate::wal::{shard_dir, DataDir, Durability, OpenError, WalOptions};
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -70,6 +75,11 @@ pub struct EngineConfig {
     pub dedup_window_ms: u64,
     /// `None`: SPEC's built-in rules (`review_above`, `velocity`).
     pub risk_policy: Option<RiskPolicyFactory>,
+    /// Keep state here (write-ahead log and snapshots); `None`: in memory.
+    pub data_dir: Option<PathBuf>,
+    /// With a data directory: when outcomes are handed back.
+    pub durability: Durability,
+    pub wal: WalOptions,
 }
 
 impl Default for EngineConfig {
@@ -79,8 +89,21 @@ impl Default for EngineConfig {
             clock: ClockMode::Wall,
             dedup_window_ms: crate::limits::DEDUP_WINDOW_MS_DEFAULT,
             risk_policy: None,
+            data_dir: None,
+            durability: Durability::Sync,
+            wal: WalOptions::default(),
         }
     }
+}
+
+/// What opening a data directory found and did, per shard.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    pub snapshot_lsn: u64,
+    pub records_replayed: u64,
+    pub bytes_replayed: u64,
+    pub elapsed: Duration,
+    pub notes: Vec<String>,
 }
 
 /// A running engine. Dropping it (or [`Engine::shutdown`]) stops the workers
@@ -88,6 +111,9 @@ impl Default for EngineConfig {
 pub struct Engine {
     inner: Arc<Inner>,
     workers: Vec<JoinHandle<()>>,
+    recovery: Vec<RecoveryReport>,
+    /// Holds the data directory's lock for the engine's life.
+    _data_dir: Option<DataDir>,
 }
 
 struct Inner {
@@ -152,13 +178,30 @@ struct Inbox {
 }
 
 impl Engine {
-    /// Starts `config.shards` workers, each owning an empty shard.
+    /// Starts an in-memory engine (or opens `config.data_dir`), panicking
+    /// if the data directory cannot be opened; see [`Engine::open`].
     pub fn start(config: EngineConfig) -> Engine {
+        Engine::open(config).unwrap_or_else(|e| panic!("debitcore: {e}"))
+    }
+
+    /// Starts the engine. With a data directory and a durable mode, first
+    /// recovers every shard (snapshot, then log replay; in parallel) and
+    /// takes the directory's lock.
+    pub fn open(config: EngineConfig) -> Result<Engine, OpenError> {
+        let durable_dir = config
+            .data_dir
+            .as_ref()
+            .filter(|_| config.durability != Durability::None);
+        let data_dir = match durable_dir {
+            Some(path) => Some(DataDir::open(path, config.shards)?),
+            None => None,
+        };
+        let shards = data_dir.as_ref().map_or(config.shards, |d| d.shards);
         assert!(
-            (1..=SHARD_COUNT_MAX).contains(&config.shards),
+            (1..=SHARD_COUNT_MAX).contains(&shards),
             "shards must be 1..={SHARD_COUNT_MAX}"
         );
-        let ports = (0..config.shards)
+        let ports = (0..shards)
             .map(|_| {
                 CachePadded::new(Port {
                     queue: SegQueue::new(),
@@ -179,18 +222,96 @@ impl Engine {
             ClockMode::Wall => wall_ms(),
             ClockMode::Manual => 0,
         };
-        let workers = (0..config.shards)
-            .map(|index| {
+        let policy = |index: usize| config.risk_policy.as_ref().map(|factory| factory(index));
+        // Recover (or create) every shard's state.
+        let mut states: Vec<(Shard, Option<DurableShard>)> = Vec::with_capacity(shards);
+        let mut recovery = Vec::new();
+        match &data_dir {
+            None => {
+                for index in 0..shards {
+                    states.push((
+                        Shard::new(start_ms, config.dedup_window_ms, policy(index)),
+                        None,
+                    ));
+                }
+            }
+            Some(dir) => {
+                let recovered: Vec<Result<Recovered, OpenError>> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = (0..shards)
+                        .map(|index| {
+                            let policy = policy(index);
+                            let path = &dir.path;
+                            let window = config.dedup_window_ms;
+                            scope.spawn(move || {
+                                recovery::recover(path, index, window, start_ms, policy)
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("recovery does not panic"))
+                        .collect()
+                });
+                for (index, result) in recovered.into_iter().enumerate() {
+                    let r = result?;
+                    recovery.push(RecoveryReport {
+                        snapshot_lsn: r.snapshot_lsn,
+                        records_replayed: r.records_replayed,
+                        bytes_replayed: r.bytes_replayed,
+                        elapsed: r.elapsed,
+                        notes: r.notes,
+                    });
+                    let log = ShardLog::new(
+                        shard_dir(&dir.path, index),
+                        index,
+                        config.wal.clone(),
+                        r.tail,
+                        r.next_lsn,
+                        r.segments,
+                        r.bytes_replayed,
+                    );
+                    let flusher = Flusher::spawn(
+                        format!("debitcore-flush-{index}"),
+                        config.durability,
+                        Arc::clone(&config.wal.faults),
+                        r.next_lsn - 1,
+                        deliver_commit,
+                    );
+                    let durable = DurableShard {
+                        log,
+                        flusher,
+                        data_dir: dir.path.clone(),
+                        dedup_window_ms: config.dedup_window_ms,
+                        start_ms,
+                        policy: config.risk_policy.clone(),
+                        wal: config.wal.clone(),
+                    };
+                    states.push((r.shard, Some(durable)));
+                }
+            }
+        }
+        let workers = states
+            .into_iter()
+            .enumerate()
+            .map(|(index, (shard, durable))| {
                 let inner = Arc::clone(&inner);
-                let policy = config.risk_policy.as_ref().map(|factory| factory(index));
-                let shard = Shard::new(start_ms, config.dedup_window_ms, policy);
                 std::thread::Builder::new()
                     .name(format!("debitcore-shard-{index}"))
-                    .spawn(move || worker(&inner, index, shard))
+                    .spawn(move || worker(&inner, index, shard, durable))
                     .expect("spawning a shard worker")
             })
             .collect();
-        Engine { inner, workers }
+        Ok(Engine {
+            inner,
+            workers,
+            recovery,
+            _data_dir: data_dir,
+        })
+    }
+
+    /// What opening the data directory did, per shard (empty in memory).
+    pub fn recovery_report(&self) -> &[RecoveryReport] {
+        &self.recovery
     }
 
     /// A new client for one gateway thread.
@@ -312,8 +433,47 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The shard worker: takes batches, applies them, sends outcomes back.
-fn worker(inner: &Inner, index: usize, mut shard: Shard) {
+/// A shard's log, when the engine is durable.
+struct DurableShard {
+    log: ShardLog,
+    flusher: Flusher<Vec<(Reply, Vec<Done>)>>,
+    data_dir: PathBuf,
+    dedup_window_ms: u64,
+    start_ms: u64,
+    policy: Option<RiskPolicyFactory>,
+    wal: WalOptions,
+}
+
+/// The flusher's way of releasing a commit's outcomes.
+fn deliver_commit(replies: Vec<(Reply, Vec<Done>)>, durable: bool) {
+    for (reply, mut done) in replies {
+        if !durable {
+            for d in &mut done {
+                d.outcome = Outcome::new(Code::StorageUnavailable);
+            }
+        }
+        reply.deliver(done);
+    }
+}
+
+/// Whether applying `request` with `outcome` changed the shard's state (and
+/// so must be in the log). Replays, conflicts, unknown accounts and queries
+/// change nothing.
+fn changes_state(request: &Request, outcome: &Outcome) -> bool {
+    match request {
+        Request::Balance { .. } | Request::Status { .. } => false,
+        Request::AdvanceClock { .. } => true,
+        Request::OpenAccount { .. }
+        | Request::Freeze { .. }
+        | Request::Unfreeze { .. }
+        | Request::SetLimits { .. } => outcome.code == Code::Ok,
+        _ => !outcome.replayed && !matches!(outcome.code, Code::IdConflict | Code::UnknownAccount),
+    }
+}
+
+/// The shard worker: takes batches, applies them, logs what changed state,
+/// and sends outcomes back (through the flusher when durable).
+fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<DurableShard>) {
     let port = &inner.ports[index];
     let mut round: Vec<Batch> = Vec::with_capacity(WORKER_MESSAGES_PER_ROUND_MAX);
     let mut rounds: u64 = 0;
@@ -326,16 +486,49 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard) {
         }
         if round.is_empty() {
             if inner.stopping.load(Ordering::SeqCst) && port.queue.is_empty() {
-                *port.stats.lock() = shard.stats();
+                publish_stats(port, &shard, durable.as_ref());
                 return;
             }
             idle(inner, port);
             continue;
         }
-        if inner.clock == ClockMode::Wall {
-            shard.advance_to(wall_ms());
+        if let Some(d) = durable.as_mut() {
+            if d.flusher.failed() && !rebuild(index, &mut shard, d) {
+                for batch in round.drain(..) {
+                    deliver_all(batch, |_| Outcome::new(Code::StorageUnavailable));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
         }
-        for batch in round.drain(..) {
+        let mut replies = Vec::with_capacity(round.len());
+        let mut grouped = false;
+        for (i, batch) in round.drain(..).enumerate() {
+            if let Some(d) = durable.as_mut() {
+                // Room for the batch, a tick and a group record, before
+                // anything is applied: a full disk refuses cleanly.
+                if let Err(e) = d.log.reserve(batch.items.len() + 2) {
+                    if i == 0 {
+                        eprintln!("debitcore: shard {index}: cannot extend the log: {e}");
+                    }
+                    deliver_all(batch, |_| Outcome::new(Code::StorageUnavailable));
+                    continue;
+                }
+                if !grouped {
+                    grouped = true;
+                    let durable_lsn = d.flusher.durable_lsn();
+                    d.log.append(&Record::Group { durable_lsn });
+                    if inner.clock == ClockMode::Wall {
+                        let now_ms = wall_ms();
+                        if now_ms > shard.now_ms() {
+                            shard.advance_to(now_ms);
+                            d.log.append(&Record::Tick { now_ms });
+                        }
+                    }
+                }
+            } else if i == 0 && inner.clock == ClockMode::Wall {
+                shard.advance_to(wall_ms());
+            }
             let Batch { items, reply } = batch;
             // Touch every account and key cell of the batch first, so the
             // cache misses overlap rather than queue up one by one.
@@ -346,26 +539,101 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard) {
             std::hint::black_box(touched);
             let done: Vec<Done> = items
                 .into_iter()
-                .map(|item| Done {
-                    tag: item.tag,
-                    kind: item.kind,
-                    broadcast: item.broadcast,
-                    outcome: shard.apply(&item.request),
+                .map(|item| {
+                    let outcome = shard.apply(&item.request);
+                    if let Some(d) = durable.as_mut() {
+                        if changes_state(&item.request, &outcome) {
+                            d.log.append(&Record::Request {
+                                request: item.request,
+                                code: outcome.code,
+                            });
+                        }
+                    }
+                    Done {
+                        tag: item.tag,
+                        kind: item.kind,
+                        broadcast: item.broadcast,
+                        outcome,
+                    }
                 })
                 .collect();
-            reply.deliver(done);
+            replies.push((reply, done));
+        }
+        match durable.as_mut() {
+            Some(d) => {
+                let files = d.log.files_to_sync();
+                d.flusher.commit(files, d.log.next_lsn() - 1, replies);
+                if d.log.snapshot_due() {
+                    snapshot(index, &shard, d);
+                }
+            }
+            None => {
+                for (reply, done) in replies {
+                    reply.deliver(done);
+                }
+            }
         }
         rounds += 1;
         if cfg!(debug_assertions) {
             let stats = shard.stats();
-            if stats.accounts + stats.holds <= 4096 || rounds % 256 == 0 {
+            if stats.accounts + stats.holds <= 4096 || rounds.is_multiple_of(256) {
                 if let Err(broken) = shard.check_invariants() {
                     panic!("shard {index}: invariant broken after round {rounds}: {broken}");
                 }
             }
         }
-        if rounds % 1024 == 0 {
-            *port.stats.lock() = shard.stats();
+        if rounds.is_multiple_of(64) {
+            publish_stats(port, &shard, durable.as_ref());
+        }
+    }
+}
+
+fn publish_stats(port: &Port, shard: &Shard, durable: Option<&DurableShard>) {
+    let mut stats = shard.stats();
+    if let Some(d) = durable {
+        stats.log_bytes = d.log.bytes_written;
+        stats.log_syncs = d.flusher.syncs();
+    }
+    *port.stats.lock() = stats;
+}
+
+/// Writes a snapshot once everything it covers is durable.
+fn snapshot(index: usize, shard: &Shard, d: &mut DurableShard) {
+    d.flusher.drain();
+    let mut body = Vec::new();
+    shard.encode_snapshot(&mut body);
+    if let Err(e) = d.log.write_snapshot(&body) {
+        // The log still has everything; the next round tries again.
+        eprintln!("debitcore: shard {index}: snapshot failed: {e}");
+    }
+}
+
+/// After a failed flush: the shard's memory may hold effects the log lost,
+/// so rebuild it from what is on disk. Returns whether the shard is usable.
+fn rebuild(index: usize, shard: &mut Shard, d: &mut DurableShard) -> bool {
+    d.flusher.drain();
+    let policy = d.policy.as_ref().map(|factory| factory(index));
+    match recovery::recover(&d.data_dir, index, d.dedup_window_ms, d.start_ms, policy) {
+        Ok(r) => {
+            for note in &r.notes {
+                eprintln!("debitcore: shard {index}: {note}");
+            }
+            *shard = r.shard;
+            d.log = ShardLog::new(
+                shard_dir(&d.data_dir, index),
+                index,
+                d.wal.clone(),
+                r.tail,
+                r.next_lsn,
+                r.segments,
+                r.bytes_replayed,
+            );
+            d.flusher.reset(r.next_lsn - 1);
+            true
+        }
+        Err(e) => {
+            eprintln!("debitcore: shard {index}: cannot recover after a failed flush: {e}");
+            false
         }
     }
 }

@@ -21,6 +21,9 @@ use std::ops::{Deref, DerefMut};
 /// alignment above 4096.
 pub(crate) unsafe trait Zeroable: Copy {}
 
+// SAFETY: a byte; zero is a valid value; align 1.
+unsafe impl Zeroable for u8 {}
+
 /// A fixed-length array of `T` in its own huge-page-advised mapping.
 pub(crate) struct ZeroedArray<T: Zeroable> {
     map: MmapMut,

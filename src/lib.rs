@@ -19,12 +19,14 @@ pub mod risk;
 pub mod runner;
 pub mod shard;
 mod table;
+pub mod wal;
 
-pub use engine::{Client, ClockMode, Engine, EngineConfig, OutcomeFuture};
+pub use engine::{Client, ClockMode, Engine, EngineConfig, OutcomeFuture, RecoveryReport};
 pub use money::{AmountArg, Currency};
 pub use outcome::{Code, Info, Outcome};
 pub use request::{AccountId, LimitsArg, Op, Request, TxnId, VelocityArg};
 pub use risk::{RiskContext, RiskDecision, RiskPolicy, SpecRules};
+pub use wal::{Durability, OpenError, WalOptions};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -10,6 +10,9 @@ use debitcore::runner::{self, RunOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `--durability batched`: the longest an outcome waits for company.
+const BATCHED_DELAY_US: u64 = 1_000;
+
 #[derive(Parser)]
 #[command(
     name = "debitcore",
@@ -68,15 +71,17 @@ fn main() -> ExitCode {
             durability,
             dedup_window_ms,
         } => {
-            if data_dir.is_some()
-                || matches!(durability, Some(Durability::Sync | Durability::Batched))
-            {
-                eprintln!(
-                    "debitcore run: --data-dir and durable modes need the write-ahead log, \
-                     which is not built yet; run in memory (omit --data-dir, or --durability none)"
-                );
-                return ExitCode::from(2);
-            }
+            let durability = match (durability, &data_dir) {
+                (Some(Durability::Sync) | None, Some(_)) => debitcore::Durability::Sync,
+                (Some(Durability::Batched), Some(_)) => debitcore::Durability::Batched {
+                    max_delay_us: BATCHED_DELAY_US,
+                },
+                (Some(Durability::None) | None, _) => debitcore::Durability::None,
+                (Some(_), None) => {
+                    eprintln!("debitcore run: --durability sync|batched needs --data-dir DIR");
+                    return ExitCode::from(2);
+                }
+            };
             let options = RunOptions {
                 shards: shards.map_or_else(
                     || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -85,8 +90,25 @@ fn main() -> ExitCode {
                 manual_clock: clock == Clock::Manual,
                 dedup_window_ms,
             };
+            let config = debitcore::EngineConfig {
+                data_dir,
+                durability,
+                ..options.engine_config()
+            };
+            let engine = match debitcore::Engine::open(config) {
+                Ok(engine) => engine,
+                Err(e) => {
+                    eprintln!("debitcore run: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            for (shard, report) in engine.recovery_report().iter().enumerate() {
+                for note in &report.notes {
+                    eprintln!("debitcore run: shard {shard}: {note}");
+                }
+            }
             let stdout = std::io::stdout().lock();
-            match runner::run(std::io::stdin(), stdout, &options) {
+            match runner::run_on(&engine, std::io::stdin(), stdout, options.manual_clock) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => {

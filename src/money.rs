@@ -79,6 +79,9 @@ impl fmt::Display for Currency {
     }
 }
 
+/// Powers of ten up to the largest exponent, without a loop.
+const POW10: [u64; 4] = [1, 10, 100, 1000];
+
 /// The largest exponent of any supported currency: a number with more
 /// fractional digits is invalid whatever the account.
 const EXPONENT_MAX: u32 = 3;
@@ -156,7 +159,7 @@ impl AmountArg {
     pub fn from_minor(minor: u64, exponent: u32) -> AmountArg {
         let mut mantissa = minor;
         let mut scale = exponent;
-        while scale > 0 && mantissa != 0 && mantissa % 10 == 0 {
+        while scale > 0 && mantissa != 0 && mantissa.is_multiple_of(10) {
             mantissa /= 10;
             scale -= 1;
         }
@@ -172,7 +175,7 @@ impl AmountArg {
     pub fn to_minor(self, exponent: u32) -> Option<i64> {
         match self {
             AmountArg::Decimal { mantissa, scale } if scale <= exponent => {
-                let factor = 10u64.pow(exponent - scale);
+                let factor = POW10[(exponent - scale) as usize];
                 let minor = mantissa.checked_mul(factor)?;
                 i64::try_from(minor).ok()
             }

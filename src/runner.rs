@@ -34,30 +34,49 @@ enum Slot {
     Malformed(String),
 }
 
-/// Runs requests from `input` to the end and writes one outcome line per
-/// input line to `output`, in input order.
+impl RunOptions {
+    /// The engine configuration these options ask for (in memory).
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            shards: self.shards,
+            clock: if self.manual_clock {
+                ClockMode::Manual
+            } else {
+                ClockMode::Wall
+            },
+            dedup_window_ms: self.dedup_window_ms,
+            ..EngineConfig::default()
+        }
+    }
+}
+
+/// Runs requests from `input` to the end on a new in-memory engine and
+/// writes one outcome line per input line to `output`, in input order.
 pub fn run<R: Read + Send + 'static, W: Write>(
     input: R,
     output: W,
     options: &RunOptions,
 ) -> io::Result<()> {
-    let engine = Engine::start(EngineConfig {
-        shards: options.shards,
-        clock: if options.manual_clock {
-            ClockMode::Manual
-        } else {
-            ClockMode::Wall
-        },
-        dedup_window_ms: options.dedup_window_ms,
-        risk_policy: None,
-    });
+    let engine = Engine::start(options.engine_config());
+    run_on(&engine, input, output, options.manual_clock)
+}
+
+/// As [`run`], on an engine the caller opened (e.g. over a data directory).
+/// `manual_clock` must match the engine's clock: it decides whether
+/// `advance_clock` lines are malformed.
+pub fn run_on<R: Read + Send + 'static, W: Write>(
+    engine: &Engine,
+    input: R,
+    output: W,
+    manual_clock: bool,
+) -> io::Result<()> {
     let (chunks_tx, chunks) = mpsc::sync_channel::<io::Result<Vec<Vec<u8>>>>(READER_CHUNKS_MAX);
     let reader = std::thread::Builder::new()
         .name("debitcore-reader".into())
         .spawn(move || read_lines(input, &chunks_tx))?;
     let mut state = Runner {
         client: engine.client(),
-        manual_clock: options.manual_clock,
+        manual_clock,
         window: VecDeque::new(),
         first_unwritten: 1,
         next_line: 1,

@@ -54,11 +54,37 @@ const _: () = assert!(std::mem::size_of::<KeyRecord>() == 32);
 unsafe impl Zeroable for KeyRecord {}
 
 const CAPACITY_MIN: usize = 1024;
+const _: () = assert!(CAPACITY_MIN >= GROUP);
 
-pub(crate) struct KeyTable {
+/// One open-addressing array; [`KeyTable`] holds one, or two while growing.
+pub(crate) struct Table {
+    /// One byte per cell: 0 for empty, else `0x80 | top 7 bits of the
+    /// hash`. Probed eight at a time; the first `GROUP` bytes are mirrored
+    /// after the end so a group read never wraps.
+    tags: ZeroedArray<u8>,
     cells: ZeroedArray<KeyRecord>,
     mask: usize,
     len: usize,
+}
+
+/// Where a key is, or where it would go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Probe {
+    Found(usize),
+    /// The first empty cell of the key's probe sequence.
+    Vacant(usize),
+}
+
+const GROUP: usize = 8;
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bytes of `x` that are zero, flagged by their high bit. The lowest flag
+/// is always exact; flags above it may be false (borrows), so callers use
+/// only the lowest, or verify.
+#[inline]
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(LO) & !x & HI
 }
 
 #[inline]
@@ -66,27 +92,25 @@ fn home(slot: u32, id: u64) -> u64 {
     hash::mix(u64::from(slot), id)
 }
 
-impl KeyTable {
-    pub fn new() -> KeyTable {
-        KeyTable::with_capacity(CAPACITY_MIN)
-    }
+#[inline]
+fn tag_of(hash: u64) -> u8 {
+    0x80 | (hash >> 57) as u8
+}
 
-    pub fn with_capacity(capacity: usize) -> KeyTable {
+impl Table {
+    pub fn with_capacity(capacity: usize) -> Table {
         let capacity = capacity.max(CAPACITY_MIN).next_power_of_two();
-        KeyTable {
+        Table {
+            tags: ZeroedArray::new(capacity + GROUP),
             cells: ZeroedArray::new(capacity),
             mask: capacity - 1,
             len: 0,
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     /// Bytes of table memory (for the memory budget in PERF.md).
     pub fn bytes(&self) -> usize {
-        self.cells.len() * std::mem::size_of::<KeyRecord>()
+        self.cells.len() * (std::mem::size_of::<KeyRecord>() + 1) + GROUP
     }
 
     /// Every record, in table order.
@@ -94,53 +118,77 @@ impl KeyTable {
         self.cells.iter().filter(|c| c.slot != SLOT_EMPTY)
     }
 
-    /// The cell index where the key's probe starts; for prefetching.
+    /// The tag group where the key's probe starts; for prefetching.
     #[inline]
-    pub fn probe_start(&self, slot: u32, id: u64) -> &KeyRecord {
-        &self.cells[home(slot, id) as usize & self.mask]
+    pub fn probe_start(&self, slot: u32, id: u64) -> u8 {
+        self.tags[home(slot, id) as usize & self.mask]
     }
 
     #[inline]
-    pub fn get(&self, slot: u32, id: u64) -> Option<&KeyRecord> {
-        let mut i = home(slot, id) as usize & self.mask;
+    fn group(&self, pos: usize) -> u64 {
+        let bytes: [u8; GROUP] = self.tags[pos..pos + GROUP].try_into().expect("a group");
+        u64::from_le_bytes(bytes)
+    }
+
+    /// Finds the key, or the cell it would be inserted in.
+    #[inline]
+    pub fn probe(&self, slot: u32, id: u64) -> Probe {
+        let hash = home(slot, id);
+        let wanted = LO * u64::from(tag_of(hash));
+        let mut pos = hash as usize & self.mask;
         loop {
-            let cell = &self.cells[i];
-            if cell.slot == SLOT_EMPTY {
-                return None;
+            let group = self.group(pos);
+            let empties = zero_bytes(group);
+            // Only bytes before the first empty cell are on the probe path.
+            let before_empty = if empties == 0 {
+                u64::MAX
+            } else {
+                (empties & empties.wrapping_neg()) - 1
+            };
+            let mut matches = zero_bytes(group ^ wanted) & before_empty;
+            while matches != 0 {
+                let i = (pos + matches.trailing_zeros() as usize / 8) & self.mask;
+                let cell = &self.cells[i];
+                if cell.slot == slot && cell.id == id {
+                    return Probe::Found(i);
+                }
+                matches &= matches - 1;
             }
-            if cell.slot == slot && cell.id == id {
-                return Some(cell);
+            if empties != 0 {
+                return Probe::Vacant((pos + empties.trailing_zeros() as usize / 8) & self.mask);
             }
-            i = (i + 1) & self.mask;
+            pos = (pos + GROUP) & self.mask;
         }
     }
 
-    /// Adds a key that is not in the table.
-    pub fn insert(&mut self, record: KeyRecord) {
+    fn full(&self, more: usize) -> bool {
+        (self.len + more) * 8 > self.cells.len() * 7
+    }
+
+    /// Puts a new key in the cell `probe` found vacant for it.
+    #[inline]
+    pub fn fill(&mut self, vacant: usize, record: KeyRecord) {
         debug_assert!(record.slot != SLOT_EMPTY);
-        debug_assert!(self.get(record.slot, record.id).is_none());
-        if (self.len + 1) * 8 > self.cells.len() * 7 {
-            self.grow();
-        }
-        self.place(record);
+        debug_assert_eq!(self.probe(record.slot, record.id), Probe::Vacant(vacant));
+        debug_assert!((self.len + 1) * 8 <= self.cells.len() * 7);
+        self.set(vacant, record, tag_of(home(record.slot, record.id)));
         self.len += 1;
     }
 
-    fn place(&mut self, record: KeyRecord) {
-        debug_assert!(record.slot != SLOT_EMPTY);
-        let mut i = home(record.slot, record.id) as usize & self.mask;
-        while self.cells[i].slot != SLOT_EMPTY {
-            i = (i + 1) & self.mask;
+    /// Adds a key that is not in the table (and fits: see `full`).
+    fn insert(&mut self, record: KeyRecord) {
+        match self.probe(record.slot, record.id) {
+            Probe::Vacant(i) => self.fill(i, record),
+            Probe::Found(_) => panic!("key inserted twice"),
         }
-        self.cells[i] = record;
     }
 
-    fn grow(&mut self) {
-        let capacity = self.cells.len() * 2;
-        let old = std::mem::replace(&mut self.cells, ZeroedArray::new(capacity));
-        self.mask = capacity - 1;
-        for record in old.iter().filter(|r| r.slot != SLOT_EMPTY) {
-            self.place(*record);
+    #[inline]
+    fn set(&mut self, i: usize, record: KeyRecord, tag: u8) {
+        self.cells[i] = record;
+        self.tags[i] = tag;
+        if i < GROUP {
+            self.tags[self.cells.len() + i] = tag;
         }
     }
 
@@ -182,7 +230,8 @@ impl KeyTable {
             if cell.slot == SLOT_EMPTY {
                 break;
             }
-            let want = home(cell.slot, cell.id) as usize & self.mask;
+            let hash = home(cell.slot, cell.id);
+            let want = hash as usize & self.mask;
             // Move `cell` into the hole if its home is not cyclically within
             // (hole, j]: then the hole lies on its probe path.
             let home_in_between = if hole <= j {
@@ -191,21 +240,197 @@ impl KeyTable {
                 hole < want || want <= j
             };
             if !home_in_between {
-                self.cells[hole] = cell;
+                self.set(hole, cell, tag_of(hash));
                 hole = j;
             }
         }
-        self.cells[hole] = EMPTY;
+        self.set(hole, EMPTY, 0);
     }
 
     #[cfg(test)]
     fn check_reachable(&self) {
         let mut count = 0;
-        for cell in self.cells.iter().filter(|c| c.slot != SLOT_EMPTY) {
-            count += 1;
-            assert_eq!(self.get(cell.slot, cell.id), Some(cell));
+        for (i, cell) in self.cells.iter().enumerate() {
+            let tag = if cell.slot == SLOT_EMPTY {
+                0
+            } else {
+                tag_of(home(cell.slot, cell.id))
+            };
+            assert_eq!(self.tags[i], tag, "tag of cell {i}");
+            if cell.slot != SLOT_EMPTY {
+                count += 1;
+                assert_eq!(self.probe(cell.slot, cell.id), Probe::Found(i));
+            }
+        }
+        for k in 0..GROUP {
+            assert_eq!(self.tags[self.cells.len() + k], self.tags[k], "mirror {k}");
         }
         assert_eq!(count, self.len);
+    }
+}
+
+/// Old cells moved to the new table per keyed request while growing. At 4,
+/// the old table (7/8 of C cells full) is emptied within C/4 requests,
+/// while the new one (2C cells) takes at most 7/8 C + C/4 < 7/4 C keys: it
+/// never has to grow before the old one is gone.
+const MIGRATE_CELLS_PER_STEP: usize = 4;
+
+/// Where a found record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Found {
+    in_old: bool,
+    index: usize,
+}
+
+/// The idempotency memory: a [`Table`], and while it grows, the old one
+/// being emptied into the new a few cells at a time (no stop-the-world
+/// rehash: a shard never stalls for the size of its table).
+pub(crate) struct KeyTable {
+    current: Table,
+    old: Option<Table>,
+    /// Cells of `old` below this were moved to `current`.
+    cursor: usize,
+    /// Records still in `old` at or after `cursor`.
+    old_left: usize,
+}
+
+impl KeyTable {
+    pub fn new() -> KeyTable {
+        KeyTable::with_capacity(CAPACITY_MIN)
+    }
+
+    pub fn with_capacity(capacity: usize) -> KeyTable {
+        KeyTable {
+            current: Table::with_capacity(capacity),
+            old: None,
+            cursor: 0,
+            old_left: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.current.len + self.old_left
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.current.bytes() + self.old.as_ref().map_or(0, Table::bytes)
+    }
+
+    /// Every record, in no particular order.
+    pub fn records(&self) -> impl Iterator<Item = &KeyRecord> {
+        let old = self
+            .old
+            .iter()
+            .flat_map(|o| o.cells[self.cursor..].iter())
+            .filter(|c| c.slot != SLOT_EMPTY);
+        self.current.records().chain(old)
+    }
+
+    #[inline]
+    pub fn probe_start(&self, slot: u32, id: u64) -> u8 {
+        self.current.probe_start(slot, id)
+    }
+
+    /// Finds the key, or the cell of the current table it would go in.
+    #[inline]
+    pub fn probe(&self, slot: u32, id: u64) -> Result<Found, usize> {
+        match self.current.probe(slot, id) {
+            Probe::Found(index) => Ok(Found {
+                in_old: false,
+                index,
+            }),
+            Probe::Vacant(vacant) => match &self.old {
+                Some(old) => match old.probe(slot, id) {
+                    // Below the cursor it was moved, and `current` had it.
+                    Probe::Found(index) if index >= self.cursor => Ok(Found {
+                        in_old: true,
+                        index,
+                    }),
+                    _ => Err(vacant),
+                },
+                None => Err(vacant),
+            },
+        }
+    }
+
+    #[inline]
+    pub fn record(&self, found: Found) -> &KeyRecord {
+        match (&self.old, found.in_old) {
+            (Some(old), true) => &old.cells[found.index],
+            _ => &self.current.cells[found.index],
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, slot: u32, id: u64) -> Option<&KeyRecord> {
+        self.probe(slot, id).ok().map(|found| self.record(found))
+    }
+
+    /// Makes room for one more key and moves a few cells of an old table,
+    /// so that a vacant cell found next stays valid until [`KeyTable::fill`].
+    #[inline]
+    pub fn reserve_one(&mut self) {
+        if self.old.is_some() {
+            self.migrate(MIGRATE_CELLS_PER_STEP);
+        }
+        if self.current.full(1) {
+            // Only if growth outran migration, which the step size rules
+            // out; finish the move rather than hold three tables.
+            self.migrate(usize::MAX);
+            let capacity = self.current.cells.len() * 2;
+            let old = std::mem::replace(&mut self.current, Table::with_capacity(capacity));
+            self.old_left = old.len;
+            self.cursor = 0;
+            self.old = Some(old);
+        }
+    }
+
+    /// Puts a new key in the cell [`KeyTable::probe`] found vacant for it.
+    #[inline]
+    pub fn fill(&mut self, vacant: usize, record: KeyRecord) {
+        debug_assert!(self.get(record.slot, record.id).is_none());
+        self.current.fill(vacant, record);
+    }
+
+    /// Adds a key that is not in the table.
+    pub fn insert(&mut self, record: KeyRecord) {
+        self.reserve_one();
+        match self.probe(record.slot, record.id) {
+            Err(vacant) => self.fill(vacant, record),
+            Ok(_) => panic!("key inserted twice"),
+        }
+    }
+
+    /// Moves up to `cells` cells of the old table into the current one.
+    fn migrate(&mut self, cells: usize) {
+        let Some(old) = &self.old else {
+            return;
+        };
+        let end = self.cursor.saturating_add(cells).min(old.cells.len());
+        for i in self.cursor..end {
+            let record = old.cells[i];
+            if record.slot != SLOT_EMPTY {
+                self.current.insert(record);
+                self.old_left -= 1;
+            }
+        }
+        self.cursor = end;
+        if end == old.cells.len() {
+            debug_assert_eq!(self.old_left, 0);
+            self.old = None;
+            self.cursor = 0;
+        }
+    }
+
+    /// Removes every record for which `expired` says so; returns how many.
+    pub fn sweep(&mut self, expired: impl FnMut(&KeyRecord) -> bool) -> usize {
+        self.migrate(usize::MAX);
+        self.current.sweep(expired)
+    }
+
+    #[cfg(test)]
+    fn check_reachable(&self) {
+        self.current.check_reachable();
     }
 }
 
@@ -238,6 +463,30 @@ mod tests {
             assert_eq!(table.get(slot, id).map(|r| r.amount), Some(id as i64));
             assert!(table.get(slot + 1, id).is_none());
         }
+        table.check_reachable();
+    }
+
+    #[test]
+    fn growth_moves_keys_a_few_at_a_time_and_loses_none() {
+        let mut table = KeyTable::new();
+        let mut grew = false;
+        for id in 0..50_000u64 {
+            table.insert(record((id % 5) as u32 + 1, id));
+            grew |= table.old.is_some();
+            if id % 997 == 0 {
+                // Mid-move, every key so far is found, exactly once.
+                for back in (0..=id).step_by(13) {
+                    assert_eq!(
+                        table.get((back % 5) as u32 + 1, back).map(|r| r.id),
+                        Some(back)
+                    );
+                }
+                assert_eq!(table.records().count(), id as usize + 1);
+            }
+        }
+        assert!(grew, "the table grew incrementally");
+        assert_eq!(table.len(), 50_000);
+        table.migrate(usize::MAX);
         table.check_reachable();
     }
 

@@ -1,0 +1,171 @@
+//! Segment files: preallocated, fixed-size, memory-mapped.
+//!
+//! A segment is created at its full size with `fallocate` before it is
+//! mapped, so a full disk shows up as an error here, at allocation, never as
+//! SIGBUS on a store into the mapping. Its first [`SEGMENT_HEADER_BYTES`]
+//! bytes name it (magic, shard, first LSN, checksum); records follow.
+
+use super::Faults;
+use memmap2::MmapMut;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const SEGMENT_HEADER_BYTES: usize = 64;
+const MAGIC: &[u8; 8] = b"DCWALSG1";
+
+/// The file name of the segment whose first record has `first_lsn`.
+pub fn segment_name(first_lsn: u64) -> String {
+    format!("{first_lsn:020}.wal")
+}
+
+/// The first LSN a segment file name promises, if it is one.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".wal")?;
+    (digits.len() == 20).then(|| digits.parse().ok()).flatten()
+}
+
+pub struct Segment {
+    pub path: PathBuf,
+    pub first_lsn: u64,
+    /// Shared with the flusher thread, which makes it durable
+    /// (`fdatasync` writes back the pages dirtied through the mapping).
+    pub file: Arc<File>,
+    pub map: MmapMut,
+}
+
+impl Segment {
+    /// Creates, preallocates and maps a new segment, header written and
+    /// made durable (file and directory).
+    pub fn create(
+        dir: &Path,
+        shard: usize,
+        first_lsn: u64,
+        bytes: usize,
+        faults: &Faults,
+    ) -> io::Result<Segment> {
+        faults.allocation()?;
+        let path = dir.join(segment_name(first_lsn));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let made = (|| {
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes as u64)?;
+            let mut map = map_file(&file)?;
+            map[..SEGMENT_HEADER_BYTES].copy_from_slice(&header(shard, first_lsn));
+            map.flush_range(0, SEGMENT_HEADER_BYTES)?;
+            sync_dir(dir)?;
+            Ok::<MmapMut, io::Error>(map)
+        })();
+        match made {
+            Ok(map) => Ok(Segment {
+                path,
+                first_lsn,
+                file: Arc::new(file),
+                map,
+            }),
+            Err(e) => {
+                // Leave nothing half-made behind: a later open must not find
+                // a segment without a header.
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Maps an existing segment and checks its header.
+    pub fn open(path: &Path, shard: usize) -> io::Result<Result<Segment, &'static str>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let map = map_file(&file)?;
+        let first_lsn = parse_segment_name(&path.file_name().unwrap_or_default().to_string_lossy())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a segment name"))?;
+        if map.len() < SEGMENT_HEADER_BYTES
+            || map[..SEGMENT_HEADER_BYTES] != header(shard, first_lsn)
+        {
+            return Ok(Err("segment header does not match its name and shard"));
+        }
+        Ok(Ok(Segment {
+            path: path.to_path_buf(),
+            first_lsn,
+            file: Arc::new(file),
+            map,
+        }))
+    }
+}
+
+fn header(shard: usize, first_lsn: u64) -> [u8; SEGMENT_HEADER_BYTES] {
+    let mut h = [0u8; SEGMENT_HEADER_BYTES];
+    h[0..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&(shard as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&first_lsn.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..24]);
+    h[24..28].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+#[allow(unsafe_code)]
+fn map_file(file: &File) -> io::Result<MmapMut> {
+    // SAFETY: memmap2 marks mapping unsafe because the file could be
+    // changed or truncated behind the mapping's back. Segment files live in
+    // a data directory that one engine holds locked (`LOCK`, see
+    // `wal::DataDir`); nothing else writes or truncates them while mapped,
+    // and they are fallocated to their full length before mapping, so no
+    // access lands past the end of the file.
+    unsafe { MmapMut::map_mut(file) }
+}
+
+/// Makes a directory's entries (created, renamed, removed files) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+        assert_eq!(parse_segment_name("42.wal"), None);
+        assert_eq!(parse_segment_name("00000000000000000042.snap"), None);
+    }
+
+    #[test]
+    fn created_segments_reopen_and_check_their_header() {
+        let dir = tempdir();
+        let faults = Faults::default();
+        let seg = Segment::create(&dir, 3, 17, 1 << 16, &faults).unwrap();
+        assert_eq!(seg.map.len(), 1 << 16);
+        drop(seg);
+        let path = dir.join(segment_name(17));
+        assert!(Segment::open(&path, 3).unwrap().is_ok());
+        assert!(Segment::open(&path, 4).unwrap().is_err(), "wrong shard");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn allocation_faults_leave_no_file() {
+        let dir = tempdir();
+        let faults = Faults::default();
+        faults.fail_allocations(1);
+        assert!(Segment::create(&dir, 0, 1, 1 << 16, &faults).is_err());
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+        assert!(Segment::create(&dir, 0, 1, 1 << 16, &faults).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    pub(crate) fn tempdir() -> PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "debitcore-seg-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,0 +1,318 @@
+//! Appending to a shard's log, and the flusher that makes it durable.
+//!
+//! The worker appends a round's records into the mapped segment (memcpy, no
+//! system call), then hands the flusher a `Commit`: the files to sync, the
+//! highest LSN written, and the outcomes to release. The worker goes on with
+//! the next round at once; the flusher syncs (one `fdatasync` for every
+//! commit that queued up meanwhile: group commit) and only then releases
+//! the outcomes. Flushing thus overlaps with applying the next rounds.
+
+use super::record::{self, Record, RECORD_BYTES_MAX};
+use super::segment::{Segment, SEGMENT_HEADER_BYTES};
+use super::snapshot;
+use super::{Durability, Faults, WalOptions};
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One shard's log writer; owned by the shard's worker thread.
+pub struct ShardLog {
+    dir: PathBuf,
+    shard: usize,
+    options: WalOptions,
+    segment: Option<Segment>,
+    /// First free byte of `segment`.
+    offset: usize,
+    next_lsn: u64,
+    /// Segments on disk, oldest first (first LSN, path).
+    segments: Vec<(u64, PathBuf)>,
+    /// Files finished since the last commit, still to be synced.
+    finished: Vec<Arc<File>>,
+    scratch: Vec<u8>,
+    bytes_since_snapshot: u64,
+    pub bytes_written: u64,
+}
+
+impl ShardLog {
+    pub fn new(
+        dir: PathBuf,
+        shard: usize,
+        options: WalOptions,
+        tail: Option<(Segment, usize)>,
+        next_lsn: u64,
+        segments: Vec<(u64, PathBuf)>,
+        bytes_since_snapshot: u64,
+    ) -> ShardLog {
+        let (segment, offset) = match tail {
+            Some((segment, offset)) => (Some(segment), offset),
+            None => (None, 0),
+        };
+        ShardLog {
+            dir,
+            shard,
+            options,
+            segment,
+            offset,
+            next_lsn,
+            segments,
+            finished: Vec::new(),
+            scratch: Vec::with_capacity(RECORD_BYTES_MAX),
+            bytes_since_snapshot,
+            bytes_written: 0,
+        }
+    }
+
+    pub fn next_lsn(&self) -> u64 {
+        self.next_lsn
+    }
+
+    /// Makes sure `records` more records of any kind fit, starting a new
+    /// segment if they do not. Fails (a full disk) before anything is
+    /// applied, so the caller can refuse the requests cleanly.
+    pub fn reserve(&mut self, records: usize) -> io::Result<()> {
+        let bytes = records * RECORD_BYTES_MAX;
+        let fits = self
+            .segment
+            .as_ref()
+            .is_some_and(|s| self.offset + bytes <= s.map.len());
+        if fits {
+            return Ok(());
+        }
+        let size = self
+            .options
+            .segment_bytes
+            .max(SEGMENT_HEADER_BYTES + bytes)
+            .next_multiple_of(4096);
+        let next = Segment::create(
+            &self.dir,
+            self.shard,
+            self.next_lsn,
+            size,
+            &self.options.faults,
+        )?;
+        if let Some(done) = self.segment.take() {
+            self.finished.push(Arc::clone(&done.file));
+        }
+        self.segments.push((next.first_lsn, next.path.clone()));
+        self.segment = Some(next);
+        self.offset = SEGMENT_HEADER_BYTES;
+        Ok(())
+    }
+
+    /// Appends one record (room reserved before); returns its LSN.
+    pub fn append(&mut self, record: &Record) -> u64 {
+        let lsn = self.next_lsn;
+        let size = record::encode(&mut self.scratch, lsn, record);
+        let segment = self.segment.as_mut().expect("room was reserved");
+        segment.map[self.offset..self.offset + size].copy_from_slice(&self.scratch);
+        debug_assert!(matches!(
+            record::decode(&segment.map[self.offset..]),
+            record::Frame::Valid { lsn: l, .. } if l == lsn
+        ));
+        self.offset += size;
+        self.next_lsn += 1;
+        self.bytes_since_snapshot += size as u64;
+        self.bytes_written += size as u64;
+        lsn
+    }
+
+    /// The files a commit of everything appended so far must sync.
+    pub fn files_to_sync(&mut self) -> Vec<Arc<File>> {
+        let mut files = std::mem::take(&mut self.finished);
+        if let Some(segment) = &self.segment {
+            files.push(Arc::clone(&segment.file));
+        }
+        files
+    }
+
+    pub fn snapshot_due(&self) -> bool {
+        self.bytes_since_snapshot >= self.options.snapshot_every_bytes
+    }
+
+    /// Writes a snapshot of everything up to the last appended LSN (which
+    /// the caller has made durable), then deletes what it makes redundant:
+    /// older snapshots and segments wholly before it.
+    pub fn write_snapshot(&mut self, body: &[u8]) -> io::Result<PathBuf> {
+        let lsn = self.next_lsn - 1;
+        let path = snapshot::write(&self.dir, self.shard, lsn, body)?;
+        self.bytes_since_snapshot = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if snapshot::parse_snapshot_name(&name).is_some_and(|old| old < lsn) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        // Segment i is wholly before the snapshot when the next one starts
+        // at or before lsn + 1.
+        while self.segments.len() >= 2 && self.segments[1].0 <= lsn + 1 {
+            let (_, old) = self.segments.remove(0);
+            std::fs::remove_file(old)?;
+        }
+        super::segment::sync_dir(&self.dir)?;
+        Ok(path)
+    }
+}
+
+/// A batch of outcomes waiting for its records to be durable.
+struct Commit<T> {
+    files: Vec<Arc<File>>,
+    upto_lsn: u64,
+    payload: T,
+}
+
+/// The per-shard flusher thread.
+pub struct Flusher<T: Send + 'static> {
+    tx: Option<mpsc::Sender<Commit<T>>>,
+    state: Arc<FlusherState>,
+    handle: Option<JoinHandle<()>>,
+}
+
+struct FlusherState {
+    durable_lsn: AtomicU64,
+    /// A flush failed: every commit since is refused until `reset`.
+    failed: AtomicBool,
+    /// Commits handed over and not yet answered.
+    pending: AtomicUsize,
+    pub syncs: AtomicU64,
+}
+
+impl<T: Send + 'static> Flusher<T> {
+    /// Starts the flusher; `deliver(payload, durable)` releases outcomes
+    /// (or, with `durable == false`, refuses them as `storage_unavailable`).
+    pub fn spawn(
+        name: String,
+        durability: Durability,
+        faults: Arc<Faults>,
+        durable_lsn: u64,
+        deliver: impl Fn(T, bool) + Send + 'static,
+    ) -> Flusher<T> {
+        let (tx, rx) = mpsc::channel::<Commit<T>>();
+        let state = Arc::new(FlusherState {
+            durable_lsn: AtomicU64::new(durable_lsn),
+            failed: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
+            syncs: AtomicU64::new(0),
+        });
+        let shared = Arc::clone(&state);
+        let delay = match durability {
+            Durability::Batched { max_delay_us } => Duration::from_micros(max_delay_us),
+            _ => Duration::ZERO,
+        };
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || flusher(&rx, &shared, &faults, delay, deliver))
+            .expect("spawning a flusher");
+        Flusher {
+            tx: Some(tx),
+            state,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn commit(&self, files: Vec<Arc<File>>, upto_lsn: u64, payload: T) {
+        self.state.pending.fetch_add(1, Ordering::SeqCst);
+        let commit = Commit {
+            files,
+            upto_lsn,
+            payload,
+        };
+        self.tx
+            .as_ref()
+            .expect("flusher running")
+            .send(commit)
+            .expect("the flusher outlives its worker");
+    }
+
+    pub fn durable_lsn(&self) -> u64 {
+        self.state.durable_lsn.load(Ordering::SeqCst)
+    }
+
+    pub fn failed(&self) -> bool {
+        self.state.failed.load(Ordering::SeqCst)
+    }
+
+    pub fn syncs(&self) -> u64 {
+        self.state.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every commit handed over has been answered.
+    pub fn drain(&self) {
+        while self.state.pending.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+
+    /// After the worker rebuilt its state from disk: accept commits again.
+    pub fn reset(&self, durable_lsn: u64) {
+        self.state.durable_lsn.store(durable_lsn, Ordering::SeqCst);
+        self.state.failed.store(false, Ordering::SeqCst);
+    }
+}
+
+impl<T: Send + 'static> Drop for Flusher<T> {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn flusher<T>(
+    rx: &mpsc::Receiver<Commit<T>>,
+    state: &FlusherState,
+    faults: &Faults,
+    delay: Duration,
+    deliver: impl Fn(T, bool),
+) {
+    let mut group: Vec<Commit<T>> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        if !delay.is_zero() {
+            let deadline = Instant::now() + delay;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match rx.recv_timeout(left) {
+                    Ok(commit) => group.push(commit),
+                    Err(_) => break,
+                }
+            }
+        }
+        while let Ok(commit) = rx.try_recv() {
+            group.push(commit);
+        }
+        let upto = group.iter().map(|c| c.upto_lsn).max().unwrap_or(0);
+        let mut durable = !state.failed.load(Ordering::SeqCst);
+        if durable && upto > state.durable_lsn.load(Ordering::SeqCst) {
+            let mut synced: Vec<&Arc<File>> = Vec::new();
+            let result = (|| {
+                faults.flush()?;
+                for file in group.iter().flat_map(|c| &c.files) {
+                    if !synced.iter().any(|s| Arc::ptr_eq(s, file)) {
+                        file.sync_data()?;
+                        synced.push(file);
+                    }
+                }
+                Ok::<(), io::Error>(())
+            })();
+            state.syncs.fetch_add(1, Ordering::Relaxed);
+            match result {
+                Ok(()) => state.durable_lsn.store(upto, Ordering::SeqCst),
+                Err(e) => {
+                    eprintln!("debitcore: log flush failed: {e}; refusing requests until the shard recovers");
+                    state.failed.store(true, Ordering::SeqCst);
+                    durable = false;
+                }
+            }
+        }
+        for commit in group.drain(..) {
+            deliver(commit.payload, durable);
+            state.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The write-ahead log through the library: reopen, torn tails, damage in
+//! the middle, a full disk, failed flushes, snapshots, the lock.
+//!
+//! Each test guards against one way of losing or inventing money after a
+//! restart; the process-killing crash test is `tests/crash.rs`.
+
+use debitcore::wal::record::{self, Frame, Record};
+use debitcore::wal::{Durability, Faults, OpenError, WalOptions};
+use debitcore::{AmountArg, ClockMode, Code, Currency, Engine, EngineConfig, Info, Request};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("debitcore-dur-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config(dir: &Path, wal: WalOptions) -> EngineConfig {
+    EngineConfig {
+        shards: 1,
+        clock: ClockMode::Manual,
+        data_dir: Some(dir.to_path_buf()),
+        durability: Durability::Sync,
+        wal,
+        ..EngineConfig::default()
+    }
+}
+
+fn open(dir: &Path) -> Engine {
+    Engine::open(config(dir, WalOptions::default())).expect("opens")
+}
+
+fn amount(text: &str) -> AmountArg {
+    AmountArg::parse(text)
+}
+
+fn debit(id: u64, text: &str) -> Request {
+    Request::Debit {
+        id,
+        account: 1,
+        amount: amount(text),
+    }
+}
+
+fn setup(engine: &Engine) {
+    let mut c = engine.client();
+    let open = Request::OpenAccount {
+        account: 1,
+        currency: Some(Currency::USD),
+        overdraft: None,
+    };
+    assert_eq!(c.submit(open).code, Code::Ok);
+    let deposit = Request::Deposit {
+        id: 1,
+        account: 1,
+        amount: amount("1000000"),
+    };
+    assert_eq!(c.submit(deposit).code, Code::Ok);
+}
+
+fn balance(engine: &Engine) -> (i64, i64) {
+    match engine.client().submit(Request::Balance { account: 1 }).info {
+        Info::Balance { balance, held, .. } => (balance, held),
+        other => panic!("not a balance: {other:?}"),
+    }
+}
+
+fn status(engine: &Engine, id: u64) -> Code {
+    let outcome = engine.client().submit(Request::Status { account: 1, id });
+    match outcome.info {
+        Info::Status { status, .. } => status,
+        _ => outcome.code,
+    }
+}
+
+/// Every record of shard 0 as (file, offset, lsn, record), in order.
+fn records(dir: &Path) -> Vec<(PathBuf, usize, u64, Record)> {
+    let shard = debitcore::wal::shard_dir(dir, 0);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&shard)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        let mut offset = debitcore::wal::segment::SEGMENT_HEADER_BYTES;
+        while let Frame::Valid { lsn, record, size } = record::decode(&bytes[offset..]) {
+            out.push((file.clone(), offset, lsn, record));
+            offset += size;
+        }
+    }
+    out
+}
+
+fn flip_byte(file: &Path, offset: usize) {
+    let mut bytes = std::fs::read(file).unwrap();
+    bytes[offset] ^= 0x40;
+    std::fs::write(file, bytes).unwrap();
+}
+
+#[test]
+fn acknowledged_outcomes_survive_a_reopen() {
+    let dir = tempdir("reopen");
+    let engine = open(&dir);
+    setup(&engine);
+    let mut c = engine.client();
+    assert_eq!(c.submit(debit(2, "10.00")).code, Code::Ok);
+    assert_eq!(c.submit(debit(3, "2000000")).code, Code::InsufficientFunds);
+    let hold = Request::Authorize {
+        id: 4,
+        account: 1,
+        amount: amount("5"),
+        expires_in_ms: Some(1_000),
+    };
+    assert_eq!(c.submit(hold).code, Code::Ok);
+    assert_eq!(c.submit(Request::AdvanceClock { ms: 400 }).code, Code::Ok);
+    drop(c);
+    let before = balance(&engine);
+    drop(engine);
+
+    let engine = open(&dir);
+    assert_eq!(balance(&engine), before);
+    assert_eq!(status(&engine, 2), Code::Ok);
+    assert_eq!(
+        status(&engine, 3),
+        Code::InsufficientFunds,
+        "rejections are remembered too"
+    );
+    let mut c = engine.client();
+    let again = c.submit(debit(2, "10"));
+    assert!(again.replayed && again.code == Code::Ok);
+    // The manual clock resumed at 400: the hold expires 600 ms later, not 1000.
+    assert_eq!(c.submit(Request::AdvanceClock { ms: 600 }).code, Code::Ok);
+    let void = Request::Void {
+        id: 5,
+        account: 1,
+        auth: 4,
+    };
+    assert_eq!(c.submit(void).code, Code::AuthExpired);
+    drop(c);
+    assert_eq!(balance(&engine), (before.0, 0));
+    drop(engine);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_reported() {
+    let dir = tempdir("torn");
+    let engine = open(&dir);
+    setup(&engine);
+    let mut c = engine.client();
+    for id in 2..12 {
+        assert_eq!(c.submit(debit(id, "1")).code, Code::Ok);
+    }
+    drop(c);
+    drop(engine);
+    let all = records(&dir);
+    let (file, offset, _, last) = all.last().unwrap().clone();
+    assert!(matches!(last, Record::Request { .. }));
+    flip_byte(&file, offset + 20);
+
+    let engine = open(&dir);
+    let notes = &engine.recovery_report()[0].notes;
+    assert!(notes.iter().any(|n| n.contains("torn tail")), "{notes:?}");
+    assert_eq!(
+        status(&engine, 11),
+        Code::UnknownId,
+        "the torn record is gone"
+    );
+    assert_eq!(status(&engine, 10), Code::Ok, "everything before it stays");
+    assert_eq!(balance(&engine).0, 100_000_000 - 900);
+    // The log goes on where it was cut.
+    assert_eq!(engine.client().submit(debit(11, "1")).code, Code::Ok);
+    drop(engine);
+    let engine = open(&dir);
+    assert!(engine.recovery_report()[0].notes.is_empty());
+    assert_eq!(status(&engine, 11), Code::Ok);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn damage_in_the_middle_stops_the_open_naming_file_and_offset() {
+    let dir = tempdir("middle");
+    let engine = open(&dir);
+    setup(&engine);
+    let mut c = engine.client();
+    for id in 2..30 {
+        assert_eq!(c.submit(debit(id, "1")).code, Code::Ok);
+    }
+    drop(c);
+    drop(engine);
+    let all = records(&dir);
+    let (file, offset, lsn, _) = all
+        .iter()
+        .find(|(_, _, _, r)| {
+            matches!(
+                r,
+                Record::Request {
+                    request: Request::Debit { id: 5, .. },
+                    ..
+                }
+            )
+        })
+        .unwrap()
+        .clone();
+    flip_byte(&file, offset + 30);
+    match Engine::open(config(&dir, WalOptions::default())) {
+        Err(OpenError::Damaged {
+            file: f, offset: o, ..
+        }) => {
+            assert_eq!(f, file);
+            assert_eq!(o, offset as u64, "LSN {lsn}");
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("opened over a damaged log"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_full_disk_refuses_requests_and_loses_nothing() {
+    let dir = tempdir("full");
+    let faults = Arc::new(Faults::default());
+    let wal = WalOptions {
+        segment_bytes: 8 << 10,
+        faults: Arc::clone(&faults),
+        ..WalOptions::default()
+    };
+    let engine = Engine::open(config(&dir, wal.clone())).unwrap();
+    faults.fail_allocations(1);
+    let open = Request::OpenAccount {
+        account: 1,
+        currency: Some(Currency::USD),
+        overdraft: None,
+    };
+    let mut c = engine.client();
+    assert_eq!(c.submit(open.clone()).code, Code::StorageUnavailable);
+    drop(c);
+    setup(&engine);
+    let mut c = engine.client();
+    let mut ok = Vec::new();
+    let mut refused = Vec::new();
+    for id in 2..400u64 {
+        if id == 100 {
+            faults.fail_allocations(u32::MAX);
+        }
+        if id == 300 {
+            faults.fail_allocations(0);
+        }
+        match c.submit(debit(id, "1")).code {
+            Code::Ok => ok.push(id),
+            Code::StorageUnavailable => refused.push(id),
+            other => panic!("debit {id}: {}", other.name()),
+        }
+    }
+    assert!(
+        !refused.is_empty(),
+        "segments of 8 KiB fill up between 100 and 300"
+    );
+    assert!(
+        ok.contains(&350),
+        "the engine works again once space returns"
+    );
+    drop(c);
+    drop(engine);
+    let engine = Engine::open(config(&dir, wal)).unwrap();
+    for &id in &ok {
+        assert_eq!(status(&engine, id), Code::Ok, "acknowledged debit {id}");
+    }
+    for &id in &refused {
+        assert_eq!(
+            status(&engine, id),
+            Code::UnknownId,
+            "refused debit {id} never happened"
+        );
+    }
+    assert_eq!(balance(&engine).0, 100_000_000 - 100 * ok.len() as i64);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failed_flush_refuses_its_group_and_the_shard_recovers() {
+    let dir = tempdir("eio");
+    let faults = Arc::new(Faults::default());
+    let wal = WalOptions {
+        faults: Arc::clone(&faults),
+        ..WalOptions::default()
+    };
+    let engine = Engine::open(config(&dir, wal.clone())).unwrap();
+    setup(&engine);
+    let mut c = engine.client();
+    assert_eq!(c.submit(debit(2, "1")).code, Code::Ok);
+    faults.fail_flushes(1);
+    assert_eq!(c.submit(debit(3, "1")).code, Code::StorageUnavailable);
+    // The shard rebuilt itself from disk and goes on.
+    assert_eq!(c.submit(debit(4, "1")).code, Code::Ok);
+    // Debit 3 either happened or not; a retry answers consistently.
+    let retry = c.submit(debit(3, "1"));
+    assert_eq!(retry.code, Code::Ok);
+    drop(c);
+    let before = balance(&engine);
+    assert_eq!(before.0, 100_000_000 - 300);
+    drop(engine);
+    let engine = Engine::open(config(&dir, wal)).unwrap();
+    assert_eq!(balance(&engine), before);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn snapshots_bound_the_log_and_recovery_starts_from_them() {
+    let dir = tempdir("snap");
+    let wal = WalOptions {
+        segment_bytes: 16 << 10,
+        snapshot_every_bytes: 32 << 10,
+        ..WalOptions::default()
+    };
+    let engine = Engine::open(config(&dir, wal.clone())).unwrap();
+    setup(&engine);
+    let mut c = engine.client();
+    for id in 2..5_000u64 {
+        c.send(id, debit(id, "0.01"));
+        c.poll(|_, o| assert_eq!(o.code, Code::Ok));
+    }
+    while c.in_flight() > 0 {
+        c.wait(|_, o| assert_eq!(o.code, Code::Ok));
+    }
+    drop(c);
+    let before = balance(&engine);
+    drop(engine);
+    let shard = debitcore::wal::shard_dir(&dir, 0);
+    let names: Vec<String> = std::fs::read_dir(&shard)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let segments = names.iter().filter(|n| n.ends_with(".wal")).count();
+    let snapshots = names.iter().filter(|n| n.ends_with(".snap")).count();
+    assert_eq!(snapshots, 1, "older snapshots are deleted: {names:?}");
+    assert!(
+        segments <= 4,
+        "segments before the snapshot are deleted: {names:?}"
+    );
+
+    let engine = Engine::open(config(&dir, wal)).unwrap();
+    let report = &engine.recovery_report()[0];
+    assert!(report.snapshot_lsn > 0);
+    assert!(
+        report.records_replayed < 2_000,
+        "replay starts at the snapshot: {report:?}"
+    );
+    assert_eq!(balance(&engine), before);
+    assert!(engine.client().submit(debit(7, "0.01")).replayed);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_second_engine_is_locked_out() {
+    let dir = tempdir("lock");
+    let engine = open(&dir);
+    match Engine::open(config(&dir, WalOptions::default())) {
+        Err(OpenError::Locked(path)) => assert_eq!(path, dir),
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("two engines on one directory"),
+    }
+    drop(engine);
+    let again = open(&dir);
+    drop(again);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
