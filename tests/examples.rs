@@ -1,0 +1,441 @@
+//! Conformance: request streams with their required outcomes, checked through
+//! `runner::run` with a manual clock.
+//!
+//! `../shared/examples/*.requests.jsonl` come with `.outcomes.jsonl` files
+//! that SPEC's authors wrote. The small streams further down pin single
+//! rules of SPEC.md (check order, boundaries, replays); each expected line is
+//! derived from the sentence of SPEC quoted above it.
+
+mod common;
+
+use common::{compare_streams, run_engine, Outcome, DEFAULT_DEDUP_WINDOW_MS};
+
+/// The one helper every test here goes through: runs `requests` (JSON Lines,
+/// one request per line) with `shards` shards and compares the output with
+/// `expected` (one outcome per line, as in an `.outcomes.jsonl` file).
+fn check(requests: &str, expected: &str, shards: usize) {
+    check_with_window(requests, expected, shards, DEFAULT_DEDUP_WINDOW_MS);
+}
+
+fn check_with_window(requests: &str, expected: &str, shards: usize, dedup_window_ms: u64) {
+    let request_lines = input_lines(requests);
+    let expected: Vec<Outcome> = expected
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| Outcome::parse(l).unwrap_or_else(|e| panic!("bad expected outcome: {e}")))
+        .collect();
+    assert_eq!(
+        request_lines.len(),
+        expected.len(),
+        "test data: {} request lines but {} expected outcomes",
+        request_lines.len(),
+        expected.len()
+    );
+    let actual = run_engine(requests.as_bytes().to_vec(), shards, dedup_window_ms);
+    if let Err(why) = compare_streams(&request_lines, &expected, &actual) {
+        panic!("with {shards} shard(s): {why}");
+    }
+}
+
+/// The lines of an input as the runner numbers them: a final newline ends the
+/// last line rather than starting an empty one.
+fn input_lines(text: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    if lines.last() == Some(&"") {
+        lines.pop();
+    }
+    lines
+}
+
+fn example(name: &str) -> (String, String) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/examples");
+    let read = |suffix: &str| {
+        let path = format!("{dir}/{name}.{suffix}.jsonl");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+    };
+    (read("requests"), read("outcomes"))
+}
+
+#[test]
+fn every_example_has_outcomes() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/examples");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("examples directory") {
+        let name = entry
+            .expect("directory entry")
+            .file_name()
+            .into_string()
+            .expect("UTF-8 name");
+        if let Some(stem) = name.strip_suffix(".requests.jsonl") {
+            names.push(stem.to_string());
+        }
+    }
+    names.sort();
+    assert!(
+        names.len() >= 2,
+        "expected the core and preauth examples, found {names:?}"
+    );
+    for name in names {
+        let (requests, outcomes) = example(&name);
+        for shards in [1, 3] {
+            check(&requests, &outcomes, shards);
+        }
+    }
+}
+
+#[test]
+fn core_example() {
+    let (requests, outcomes) = example("core");
+    check(&requests, &outcomes, 1);
+    check(&requests, &outcomes, 3);
+}
+
+#[test]
+fn preauth_example() {
+    let (requests, outcomes) = example("preauth");
+    check(&requests, &outcomes, 1);
+    check(&requests, &outcomes, 3);
+}
+
+// ---------------------------------------------------------------------------
+// Single rules of SPEC.md, each as a small stream.
+// ---------------------------------------------------------------------------
+
+/// "It must be > 0, have no more fractional digits than the currency's
+/// exponent (even zeros), and fit in 63 bits of minor units."
+#[test]
+fn amount_format_per_currency() {
+    check(
+        r#"{"op":"open_account","account":1,"currency":"USD"}
+{"op":"open_account","account":2,"currency":"JPY"}
+{"op":"open_account","account":3,"currency":"KWD"}
+{"op":"deposit","id":1,"account":1,"amount":"92233720368547758.07"}
+{"op":"deposit","id":2,"account":1,"amount":"0.01"}
+{"op":"deposit","id":3,"account":2,"amount":"9223372036854775808"}
+{"op":"deposit","id":4,"account":2,"amount":"9223372036854775807"}
+{"op":"deposit","id":5,"account":2,"amount":"1.0"}
+{"op":"deposit","id":6,"account":3,"amount":"1.000"}
+{"op":"deposit","id":7,"account":3,"amount":"1.0000"}
+{"op":"deposit","id":8,"account":3,"amount":"0.000"}
+{"op":"deposit","id":9,"account":3,"amount":"-1"}
+{"op":"deposit","id":10,"account":3,"amount":"1."}
+{"op":"deposit","id":11,"account":3,"amount":".5"}
+{"op":"deposit","id":12,"account":3,"amount":"1e3"}
+{"op":"deposit","id":13,"account":3,"amount":"0001.5"}
+{"op":"balance","account":1}
+{"op":"balance","account":2}
+{"op":"balance","account":3}
+"#,
+        r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "ok"}
+{"line": 3, "result": "ok"}
+{"line": 4, "result": "ok"}
+{"line": 5, "result": "invalid_amount"}
+{"line": 6, "result": "invalid_amount"}
+{"line": 7, "result": "ok"}
+{"line": 8, "result": "invalid_amount"}
+{"line": 9, "result": "ok"}
+{"line": 10, "result": "invalid_amount"}
+{"line": 11, "result": "invalid_amount"}
+{"line": 12, "result": "invalid_amount"}
+{"line": 13, "result": "invalid_amount"}
+{"line": 14, "result": "invalid_amount"}
+{"line": 15, "result": "invalid_amount"}
+{"line": 16, "result": "ok"}
+{"line": 17, "result": "ok", "balance": "92233720368547758.07", "held": "0.00", "available": "92233720368547758.07"}
+{"line": 18, "result": "ok", "balance": "9223372036854775807", "held": "0", "available": "9223372036854775807"}
+{"line": 19, "result": "ok", "balance": "2.500", "held": "0.000", "available": "2.500"}
+"#,
+        1,
+    );
+}
+
+/// "Fields compare by value: amounts that match the amount format as numbers
+/// ("12.3" equals "12.30", even where both are invalid for the currency);
+/// any other amount string as text. An omitted optional field equals its
+/// default."
+#[test]
+fn replays_compare_fields_by_value() {
+    check(
+        r#"{"op":"open_account","account":5,"currency":"JPY"}
+{"op":"deposit","id":1,"account":5,"amount":"1.0"}
+{"op":"deposit","id":1,"account":5,"amount":"01"}
+{"op":"deposit","id":1,"account":5,"amount":"1.1"}
+{"op":"deposit","id":2,"account":5,"amount":"abc"}
+{"op":"deposit","id":2,"account":5,"amount":"abc"}
+{"op":"deposit","id":2,"account":5,"amount":"ABC"}
+{"op":"deposit","id":3,"account":5,"amount":"1000"}
+{"op":"authorize","id":4,"account":5,"amount":"10"}
+{"op":"authorize","id":4,"account":5,"amount":"10","expires_in_ms":604800000}
+{"op":"authorize","id":4,"account":5,"amount":"10","expires_in_ms":604800001}
+{"op":"capture","id":5,"account":5,"auth":4,"amount":"3","final":false}
+{"op":"capture","id":5,"account":5,"auth":4,"amount":"3"}
+{"op":"capture","id":5,"account":5,"auth":4,"amount":"3.0","final":false}
+{"op":"capture","id":6,"account":5,"auth":4,"final":true}
+{"op":"capture","id":6,"account":5,"auth":4,"amount":null,"final":null}
+{"op":"capture","id":6,"account":5,"auth":4,"amount":"7"}
+{"op":"debit","id":6,"account":5,"amount":"7"}
+{"op":"status","account":5,"id":1}
+{"op":"status","account":5,"id":6}
+{"op":"balance","account":5}
+"#,
+        r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "invalid_amount"}
+{"line": 3, "result": "invalid_amount", "replayed": true}
+{"line": 4, "result": "id_conflict"}
+{"line": 5, "result": "invalid_amount"}
+{"line": 6, "result": "invalid_amount", "replayed": true}
+{"line": 7, "result": "id_conflict"}
+{"line": 8, "result": "ok"}
+{"line": 9, "result": "ok"}
+{"line": 10, "result": "ok", "replayed": true}
+{"line": 11, "result": "id_conflict"}
+{"line": 12, "result": "ok"}
+{"line": 13, "result": "id_conflict"}
+{"line": 14, "result": "ok", "replayed": true}
+{"line": 15, "result": "ok"}
+{"line": 16, "result": "ok", "replayed": true}
+{"line": 17, "result": "id_conflict"}
+{"line": 18, "result": "id_conflict"}
+{"line": 19, "result": "ok", "op": "deposit", "status": "invalid_amount"}
+{"line": 20, "result": "ok", "op": "capture", "status": "ok"}
+{"line": 21, "result": "ok", "balance": "990", "held": "0", "available": "990"}
+"#,
+        2,
+    );
+}
+
+/// "A hold ... expires when engine time reaches its creation time plus
+/// that"; increments move the expiry to now + expires_in_ms.
+#[test]
+fn hold_expiry_boundary() {
+    check(
+        r#"{"op":"open_account","account":1,"currency":"USD"}
+{"op":"deposit","id":1,"account":1,"amount":"100"}
+{"op":"authorize","id":2,"account":1,"amount":"10","expires_in_ms":1000}
+{"op":"authorize","id":3,"account":1,"amount":"20","expires_in_ms":1000}
+{"op":"advance_clock","ms":999}
+{"op":"balance","account":1}
+{"op":"increment","id":4,"account":1,"auth":3,"amount":"1","expires_in_ms":500}
+{"op":"advance_clock","ms":1}
+{"op":"capture","id":5,"account":1,"auth":2}
+{"op":"balance","account":1}
+{"op":"advance_clock","ms":498}
+{"op":"capture","id":6,"account":1,"auth":3,"amount":"5","final":false}
+{"op":"advance_clock","ms":1}
+{"op":"void","id":7,"account":1,"auth":3}
+{"op":"increment","id":8,"account":1,"auth":3,"amount":"1"}
+{"op":"balance","account":1}
+"#,
+        r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "ok"}
+{"line": 3, "result": "ok"}
+{"line": 4, "result": "ok"}
+{"line": 5, "result": "ok"}
+{"line": 6, "result": "ok", "balance": "100.00", "held": "30.00", "available": "70.00"}
+{"line": 7, "result": "ok"}
+{"line": 8, "result": "ok"}
+{"line": 9, "result": "auth_expired"}
+{"line": 10, "result": "ok", "balance": "100.00", "held": "21.00", "available": "79.00"}
+{"line": 11, "result": "ok"}
+{"line": 12, "result": "ok"}
+{"line": 13, "result": "ok"}
+{"line": 14, "result": "auth_expired"}
+{"line": 15, "result": "auth_expired"}
+{"line": 16, "result": "ok", "balance": "95.00", "held": "0.00", "available": "95.00"}
+"#,
+        1,
+    );
+}
+
+/// Check order for debit: `invalid_amount` before `account_frozen` before
+/// `limit_exceeded` before risk routing before `insufficient_funds`; the
+/// 63-bit check comes last.
+#[test]
+fn debit_check_order_and_overflow_last() {
+    check(
+        r#"{"op":"open_account","account":9,"currency":"USD","overdraft":"92233720368547758.07"}
+{"op":"set_limits","account":9,"per_txn":"5"}
+{"op":"freeze","account":9}
+{"op":"debit","id":1,"account":9,"amount":"0"}
+{"op":"debit","id":2,"account":9,"amount":"6"}
+{"op":"unfreeze","account":9}
+{"op":"debit","id":3,"account":9,"amount":"6"}
+{"op":"set_limits","account":9}
+{"op":"authorize","id":4,"account":9,"amount":"92233720368547758.07"}
+{"op":"authorize","id":5,"account":9,"amount":"0.01"}
+{"op":"deposit","id":6,"account":9,"amount":"1"}
+{"op":"authorize","id":7,"account":9,"amount":"0.01"}
+{"op":"balance","account":9}
+"#,
+        r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "ok"}
+{"line": 3, "result": "ok"}
+{"line": 4, "result": "invalid_amount"}
+{"line": 5, "result": "account_frozen"}
+{"line": 6, "result": "ok"}
+{"line": 7, "result": "limit_exceeded"}
+{"line": 8, "result": "ok"}
+{"line": 9, "result": "ok"}
+{"line": 10, "result": "insufficient_funds"}
+{"line": 11, "result": "ok"}
+{"line": 12, "result": "invalid_amount"}
+{"line": 13, "result": "ok", "balance": "1.00", "held": "92233720368547758.07", "available": "-92233720368547757.07"}
+"#,
+        3,
+    );
+}
+
+/// Velocity counts ok debits of at most `below` with now - t < window_ms,
+/// only since the last set_limits; daily rolls over at the UTC day.
+#[test]
+fn velocity_window_edges_and_daily_rollover() {
+    check(
+        r#"{"op":"open_account","account":3,"currency":"EUR"}
+{"op":"deposit","id":1,"account":3,"amount":"1000"}
+{"op":"advance_clock","ms":86399000}
+{"op":"debit","id":2,"account":3,"amount":"40"}
+{"op":"set_limits","account":3,"daily":"100","velocity":{"max":1,"window_ms":1000,"below":"5"}}
+{"op":"debit","id":3,"account":3,"amount":"5"}
+{"op":"advance_clock","ms":999}
+{"op":"debit","id":4,"account":3,"amount":"5"}
+{"op":"debit","id":5,"account":3,"amount":"5.01"}
+{"op":"debit","id":6,"account":3,"amount":"50.00"}
+{"op":"advance_clock","ms":1}
+{"op":"debit","id":7,"account":3,"amount":"95"}
+{"op":"debit","id":8,"account":3,"amount":"5"}
+{"op":"debit","id":9,"account":3,"amount":"0.01"}
+{"op":"balance","account":3}
+"#,
+        r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "ok"}
+{"line": 3, "result": "ok"}
+{"line": 4, "result": "ok"}
+{"line": 5, "result": "ok"}
+{"line": 6, "result": "ok"}
+{"line": 7, "result": "ok"}
+{"line": 8, "result": "held_for_review"}
+{"line": 9, "result": "ok"}
+{"line": 10, "result": "limit_exceeded"}
+{"line": 11, "result": "ok"}
+{"line": 12, "result": "ok"}
+{"line": 13, "result": "ok"}
+{"line": 14, "result": "limit_exceeded"}
+{"line": 15, "result": "ok", "balance": "849.99", "held": "5.00", "available": "844.99"}
+"#,
+        2,
+    );
+}
+
+/// Refunds: "`of` names an ok debit or an ok capture on the same account";
+/// they may repeat until they add up to its amount; frozen accounts take them.
+#[test]
+fn refunds_and_their_limits() {
+    check(
+        r#"{"op":"open_account","account":4,"currency":"KWD"}
+{"op":"open_account","account":5,"currency":"KWD"}
+{"op":"deposit","id":1,"account":4,"amount":"10"}
+{"op":"debit","id":2,"account":4,"amount":"3.5"}
+{"op":"refund","id":3,"account":5,"of":2}
+{"op":"refund","id":4,"account":4,"of":1}
+{"op":"freeze","account":4}
+{"op":"refund","id":5,"account":4,"of":2,"amount":"3.501"}
+{"op":"refund","id":6,"account":4,"of":2,"amount":"1.0000"}
+{"op":"refund","id":7,"account":4,"of":2,"amount":"1"}
+{"op":"refund","id":8,"account":4,"of":2}
+{"op":"refund","id":9,"account":4,"of":2}
+{"op":"refund","id":10,"account":4,"of":2,"amount":"0"}
+{"op":"refund","id":11,"account":4,"of":8}
+{"op":"balance","account":4}
+"#,
+        r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "ok"}
+{"line": 3, "result": "ok"}
+{"line": 4, "result": "ok"}
+{"line": 5, "result": "not_refundable"}
+{"line": 6, "result": "not_refundable"}
+{"line": 7, "result": "ok"}
+{"line": 8, "result": "exceeds_refundable"}
+{"line": 9, "result": "invalid_amount"}
+{"line": 10, "result": "ok"}
+{"line": 11, "result": "ok"}
+{"line": 12, "result": "exceeds_refundable"}
+{"line": 13, "result": "invalid_amount"}
+{"line": 14, "result": "not_refundable"}
+{"line": 15, "result": "ok", "balance": "10.000", "held": "0.000", "available": "10.000"}
+"#,
+        1,
+    );
+}
+
+/// Malformed lines are decided before any rejection and store nothing; fields
+/// an op does not name are ignored; an optional `null` is omitted.
+#[test]
+fn malformed_lines_store_nothing() {
+    check(
+        r#"{"op":"open_account","account":1,"currency":"GBP","overdraft":null,"amount":7}
+{"op":"deposit","id":1,"account":1,"amount":5}
+{"op":"deposit","id":1,"account":1,"amount":"5","amount":"5"}
+{"op":"deposit","id":1,"account":18446744073709551616,"amount":"5"}
+{"op":"deposit","id":-1,"account":1,"amount":"5"}
+{"op":"deposit","id":1,"account":1}
+{"op":"deposit","id":1,"account":1,"amount":null}
+{"op":"Deposit","id":1,"account":1,"amount":"5"}
+{"op":"advance_clock","ms":10000000000001}
+{"op":"authorize","id":1,"account":1,"amount":"5","expires_in_ms":0}
+{"op":"set_limits","account":1,"velocity":{"max":1001,"window_ms":1,"below":"1"}}
+{"op":"capture","id":1,"account":1,"auth":2,"final":"false"}
+["op","deposit"]
+{"op":"deposit","id":1,"account":1,"amount":"5","auth":"junk","final":3}
+{"op":"deposit","id":18446744073709551615,"account":1,"amount":"5"}
+{"op":"status","account":1,"id":1}
+{"op":"balance","account":1}
+"#,
+        r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "malformed"}
+{"line": 3, "result": "malformed"}
+{"line": 4, "result": "malformed"}
+{"line": 5, "result": "malformed"}
+{"line": 6, "result": "malformed"}
+{"line": 7, "result": "malformed"}
+{"line": 8, "result": "malformed"}
+{"line": 9, "result": "malformed"}
+{"line": 10, "result": "malformed"}
+{"line": 11, "result": "malformed"}
+{"line": 12, "result": "malformed"}
+{"line": 13, "result": "malformed"}
+{"line": 14, "result": "ok"}
+{"line": 15, "result": "ok"}
+{"line": 16, "result": "ok", "op": "deposit", "status": "ok"}
+{"line": 17, "result": "ok", "balance": "10.00", "held": "0.00", "available": "10.00"}
+"#,
+        2,
+    );
+}
+
+/// "Keys are remembered ... for at least the dedup window after they were
+/// first processed": a replay one millisecond inside the window must still
+/// be recognised, whatever the engine does after it.
+#[test]
+fn dedup_window_lower_bound() {
+    check_with_window(
+        r#"{"op":"open_account","account":1,"currency":"USD"}
+{"op":"deposit","id":1,"account":1,"amount":"10"}
+{"op":"advance_clock","ms":9999}
+{"op":"deposit","id":1,"account":1,"amount":"10.0"}
+{"op":"deposit","id":1,"account":1,"amount":"11"}
+{"op":"status","account":1,"id":1}
+{"op":"balance","account":1}
+"#,
+        r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "ok"}
+{"line": 3, "result": "ok"}
+{"line": 4, "result": "ok", "replayed": true}
+{"line": 5, "result": "id_conflict"}
+{"line": 6, "result": "ok", "op": "deposit", "status": "ok"}
+{"line": 7, "result": "ok", "balance": "10.00", "held": "0.00", "available": "10.00"}
+"#,
+        2,
+        10_000,
+    );
+}

@@ -1,0 +1,435 @@
+//! Model-based test: random request streams through `runner::run`, every
+//! outcome checked against a reference model written from SPEC.md alone.
+//!
+//! Environment:
+//! - `DEBITCORE_MODEL_SEED`: base seed (decimal or 0x-hex); each test
+//!   derives its stream from it. Default: a fixed seed, so runs repeat.
+//! - `DEBITCORE_MODEL_REQUESTS`: requests per test (default 40,000; three
+//!   tests, so 120,000 per `cargo test`).
+//! - `DEBITCORE_MODEL_AVOID=trailing-zeros`: the generator stops producing
+//!   one class of input (amounts with more fraction digits than the
+//!   currency's exponent, all of them zeros), to look for other bugs while a
+//!   known one is open. The model itself never changes.
+//! - `DEBITCORE_MODEL_TALLY=1`: print how often each op/result pair and each
+//!   corner of SPEC came up.
+//!
+//! The three tests differ in stream, shard count (1, 2, 4) and dedup window
+//! (24 h, 10 s, 60 s). Each also fails if its stream stops reaching the
+//! outcomes and corners listed in `coverage_floor` and `CORNERS`.
+//!
+//! On a mismatch the test names the line, the request, what SPEC requires
+//! and what the engine said, shows the model's view of the account and the
+//! account's recent history, and writes the whole input stream to a file so
+//! it can be replayed with `debitcore run --clock manual`.
+
+mod common;
+#[path = "model/generator.rs"]
+mod generator;
+#[path = "model/reference.rs"]
+mod reference;
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use common::{run_engine, Outcome, DEFAULT_DEDUP_WINDOW_MS};
+use generator::GenLine;
+use reference::{Model, Req};
+
+const DEFAULT_SEED: u64 = 0x5EED_DEB1_7C0E_2026;
+const DEFAULT_REQUESTS: usize = 40_000;
+
+fn base_seed() -> u64 {
+    match std::env::var("DEBITCORE_MODEL_SEED") {
+        Ok(text) => {
+            let text = text.trim();
+            let parsed = match text.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => text.parse(),
+            };
+            parsed.unwrap_or_else(|_| panic!("DEBITCORE_MODEL_SEED={text:?} is not a u64"))
+        }
+        Err(_) => DEFAULT_SEED,
+    }
+}
+
+fn request_count() -> usize {
+    match std::env::var("DEBITCORE_MODEL_REQUESTS") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("DEBITCORE_MODEL_REQUESTS={text:?} is not a count")),
+        Err(_) => DEFAULT_REQUESTS,
+    }
+}
+
+/// One test: a stream, a shard count and a dedup window.
+struct Run {
+    name: &'static str,
+    stream: u64,
+    shards: usize,
+    dedup_window_ms: u64,
+}
+
+const RUNS: [Run; 3] = [
+    Run {
+        name: "model_one_shard_default_window",
+        stream: 1,
+        shards: 1,
+        dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
+    },
+    Run {
+        name: "model_two_shards_short_window",
+        stream: 2,
+        shards: 2,
+        dedup_window_ms: 10_000,
+    },
+    Run {
+        name: "model_four_shards_minute_window",
+        stream: 3,
+        shards: 4,
+        dedup_window_ms: 60_000,
+    },
+];
+
+#[test]
+fn model_one_shard_default_window() {
+    check_run(&RUNS[0]);
+}
+
+#[test]
+fn model_two_shards_short_window() {
+    check_run(&RUNS[1]);
+}
+
+#[test]
+fn model_four_shards_minute_window() {
+    check_run(&RUNS[2]);
+}
+
+fn run_seed(run: &Run) -> u64 {
+    base_seed() ^ run.stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn check_run(run: &Run) {
+    let seed = run_seed(run);
+    let count = request_count();
+    let started = Instant::now();
+    let lines = generator::generate(seed, count, run.dedup_window_ms);
+    let mut input = String::new();
+    for line in &lines {
+        input.push_str(&line.text);
+        input.push('\n');
+    }
+    let generated = started.elapsed();
+    // Only the checking model's corners count.
+    reference::take_hits();
+    let output = run_engine(input.clone().into_bytes(), run.shards, run.dedup_window_ms);
+    let engine_done = started.elapsed();
+
+    let mut model = Model::new(run.dedup_window_ms);
+    let mut expected_all: Vec<Outcome> = Vec::with_capacity(lines.len());
+    let mut actual_all: Vec<Option<Outcome>> = Vec::with_capacity(lines.len());
+    let mut tally: std::collections::BTreeMap<String, usize> = Default::default();
+    for (index, line) in lines.iter().enumerate() {
+        let number = index as u64 + 1;
+        let actual = match output.get(index) {
+            None => Err(format!(
+                "no output line (the engine wrote {} lines)",
+                output.len()
+            )),
+            Some(text) => Outcome::parse(text),
+        };
+        let actual_ok = actual.as_ref().ok();
+        let mut expected = model.step(&line.req, actual_ok);
+        expected.line = number;
+        let verdict = match &actual {
+            Err(why) => Err(why.clone()),
+            Ok(got) => expected.check(got),
+        };
+        expected_all.push(expected.clone());
+        actual_all.push(actual_ok.cloned());
+        *tally.entry(tally_key(&line.req, &expected)).or_default() += 1;
+        if let Err(why) = verdict {
+            let report = mismatch_report(
+                run,
+                seed,
+                &lines,
+                &output,
+                &expected_all,
+                &actual_all,
+                index,
+                &why,
+                &input,
+            );
+            panic!("{report}");
+        }
+    }
+    assert_eq!(
+        output.len(),
+        lines.len(),
+        "{}: {} input lines but {} output lines; extra: {:?}",
+        run.name,
+        lines.len(),
+        output.len(),
+        output.get(lines.len())
+    );
+    let hits = reference::take_hits();
+    if std::env::var_os("DEBITCORE_MODEL_TALLY").is_some() {
+        eprintln!("{}: {tally:#?}\n{hits:#?}", run.name);
+    }
+    coverage_floor(run, &tally, &hits);
+    eprintln!(
+        "{}: {} requests (seed {seed:#x}), generated in {:?}, engine {:?}, checked in {:?}",
+        run.name,
+        lines.len(),
+        generated,
+        engine_done - generated,
+        started.elapsed() - engine_done
+    );
+}
+
+/// Corners of SPEC (counted by `reference::hit`) every stream must reach.
+const CORNERS: [&str; 15] = [
+    "deposit would pass 2^63-1",
+    "deposit reaches exactly 2^63-1",
+    "authorize would pass 2^63-1 held",
+    "increment would pass 2^63-1",
+    "review: amount above review_above",
+    "review: velocity",
+    "velocity debit exactly window_ms old (not counted)",
+    "amount exactly per_txn",
+    "daily sum reaches exactly daily",
+    "daily sum starts again on a new UTC day",
+    "hold expires exactly as the clock reaches it",
+    "non-final capture of all that is left",
+    "increment moves the expiry",
+    "refund once nothing is left",
+    "key reused one ms before the window ends",
+];
+
+fn tally_key(req: &Req, outcome: &Outcome) -> String {
+    format!(
+        "{} {}{}",
+        req.op(),
+        outcome.result,
+        if outcome.replayed { " (replayed)" } else { "" }
+    )
+}
+
+/// The stream must really reach the cases it is meant to: a generator change
+/// that stops producing one should fail loudly rather than test less.
+fn coverage_floor(
+    run: &Run,
+    tally: &std::collections::BTreeMap<String, usize>,
+    hits: &std::collections::BTreeMap<&'static str, u64>,
+) {
+    if request_count() < DEFAULT_REQUESTS {
+        return;
+    }
+    let count = |prefix: &str| -> usize {
+        tally
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let wanted = [
+        "open_account ok",
+        "open_account account_exists",
+        "open_account unsupported_currency",
+        "open_account invalid_amount",
+        "deposit ok",
+        "deposit invalid_amount",
+        "deposit unknown_account",
+        "deposit id_conflict",
+        "debit ok",
+        "debit held_for_review",
+        "debit insufficient_funds",
+        "debit limit_exceeded",
+        "debit account_frozen",
+        "authorize ok",
+        "authorize insufficient_funds",
+        "increment ok",
+        "increment capture_started",
+        "increment auth_expired",
+        "capture ok",
+        "capture exceeds_authorized",
+        "capture auth_expired",
+        "capture auth_not_active",
+        "capture auth_not_found",
+        "void ok",
+        "refund ok",
+        "refund exceeds_refundable",
+        "refund not_refundable",
+        "set_limits ok",
+        "set_limits invalid_amount",
+        "status ok",
+        "status unknown_id",
+        "balance ok",
+        "advance_clock ok",
+        "<malformed> malformed",
+    ];
+    let mut missing = Vec::new();
+    for w in wanted {
+        if count(w) == 0 {
+            missing.push(w);
+        }
+    }
+    let replays = tally
+        .iter()
+        .filter(|(k, _)| k.ends_with("(replayed)"))
+        .map(|(_, v)| v)
+        .sum::<usize>();
+    for corner in CORNERS {
+        if !hits.contains_key(corner) {
+            missing.push(corner);
+        }
+    }
+    assert!(
+        missing.is_empty() && replays > 100,
+        "{}: the stream never produced {missing:?} ({replays} replays); outcome counts: {tally:#?}; corners: {hits:#?}",
+        run.name
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn mismatch_report(
+    run: &Run,
+    seed: u64,
+    lines: &[GenLine],
+    output: &[String],
+    expected: &[Outcome],
+    actual: &[Option<Outcome>],
+    index: usize,
+    why: &str,
+    input: &str,
+) -> String {
+    let line = &lines[index];
+    let mut r = String::new();
+    let _ = writeln!(
+        r,
+        "\n=== model mismatch in {} ({} shard(s), dedup window {} ms, seed {seed:#x}) ===",
+        run.name, run.shards, run.dedup_window_ms
+    );
+    let _ = writeln!(r, "line {}: {}", index + 1, line.text);
+    let _ = writeln!(r, "  expected: {}", expected[index]);
+    let _ = writeln!(
+        r,
+        "  actual:   {}",
+        output.get(index).map_or("<no line>", String::as_str)
+    );
+    let _ = writeln!(r, "  problem:  {why}");
+
+    // The model's view just before the line, rebuilt from the same inputs.
+    let mut before = Model::new(run.dedup_window_ms);
+    for (l, a) in lines[..index].iter().zip(actual) {
+        before.step(&l.req, a.as_ref());
+    }
+    let _ = writeln!(r, "engine time before the line: {} ms", before.now_ms);
+    if let Some(account) = line.account {
+        match before.accounts.get(&account) {
+            Some(acct) => {
+                let _ = writeln!(r, "model view of account {account}: {}", acct.summary());
+                if let Some(id) = line.req.key_id() {
+                    if let Some(k) = acct.keys.get(&id) {
+                        let _ = writeln!(
+                            r,
+                            "  key {id} first processed at {} ms: {} -> {}",
+                            k.first_ms, k.identity, k.result
+                        );
+                    }
+                }
+                let named = match &line.req {
+                    Req::Capture { auth, .. }
+                    | Req::Void { auth, .. }
+                    | Req::Increment { auth, .. } => Some(*auth),
+                    _ => None,
+                };
+                if let Some(auth) = named {
+                    let _ = writeln!(r, "  hold {auth}: {:?}", acct.holds.get(&auth));
+                }
+                if let Req::Refund { of, .. } = &line.req {
+                    let _ = writeln!(r, "  original {of}: {:?}", acct.refundables.get(of));
+                }
+            }
+            None => {
+                let _ = writeln!(r, "model view: account {account} is not open");
+            }
+        }
+        let _ = writeln!(
+            r,
+            "recent lines on account {account} (and clock moves), oldest first, as `expected | actual`:"
+        );
+        let mut shown = Vec::new();
+        for (i, l) in lines[..index].iter().enumerate().rev() {
+            let touches = l.account == Some(account) || matches!(l.req, Req::AdvanceClock { .. });
+            if touches {
+                shown.push(i);
+            }
+            if shown
+                .iter()
+                .filter(|&&i| lines[i].account == Some(account))
+                .count()
+                >= 14
+                || shown.len() >= 30
+            {
+                break;
+            }
+        }
+        for &i in shown.iter().rev() {
+            let _ = writeln!(
+                r,
+                "  line {}: {}\n      => {} | {}",
+                i + 1,
+                lines[i].text,
+                expected[i],
+                output.get(i).map_or("<no line>", String::as_str)
+            );
+        }
+    }
+    let path = std::env::temp_dir().join(format!("debitcore-{}-{seed:x}.requests.jsonl", run.name));
+    match std::fs::write(&path, input) {
+        Ok(()) => {
+            let _ = writeln!(
+                r,
+                "whole input written to {} (replay: debitcore run --clock manual --shards {} --dedup-window-ms {} < FILE)",
+                path.display(),
+                run.shards,
+                run.dedup_window_ms
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(r, "(could not write the input to {}: {e})", path.display());
+        }
+    }
+    let _ = writeln!(
+        r,
+        "reproduce: DEBITCORE_MODEL_SEED={:#x} DEBITCORE_MODEL_REQUESTS={} cargo test --test model {}",
+        base_seed(),
+        request_count(),
+        run.name
+    );
+    r
+}
+
+/// The generator alone (no engine): its streams must agree with the model's
+/// own bookkeeping, every line must be one line of JSON or a deliberate
+/// malformed one, and the same seed must give the same stream.
+#[test]
+fn generator_is_deterministic_and_well_formed() {
+    let a = generator::generate(7, 3000, 10_000);
+    let b = generator::generate(7, 3000, 10_000);
+    assert_eq!(a.len(), 3000);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.text, y.text);
+    }
+    for l in &a {
+        assert!(!l.text.contains('\n'));
+        if l.req != Req::Malformed {
+            let v: serde_json::Value = serde_json::from_str(&l.text)
+                .unwrap_or_else(|e| panic!("well-formed line is not JSON ({e}): {}", l.text));
+            let op = v.get("op").and_then(|o| o.as_str()).unwrap_or("<none>");
+            assert_eq!(op, l.req.op(), "op of {}", l.text);
+        }
+    }
+}
