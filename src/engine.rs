@@ -123,6 +123,10 @@ struct Inner {
     stopping: AtomicBool,
     /// Set when every worker has exited.
     stopped: AtomicBool,
+    /// Set when a worker panicked (a broken invariant): its shard's state
+    /// can no longer be trusted, and waiting clients panic rather than wait
+    /// forever for outcomes that will not come.
+    failed: AtomicBool,
 }
 
 /// The way into one shard.
@@ -217,6 +221,7 @@ impl Engine {
             clock: config.clock,
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
         });
         let start_ms = match config.clock {
             ClockMode::Wall => wall_ms(),
@@ -297,7 +302,14 @@ impl Engine {
                 let inner = Arc::clone(&inner);
                 std::thread::Builder::new()
                     .name(format!("debitcore-shard-{index}"))
-                    .spawn(move || worker(&inner, index, shard, durable))
+                    .spawn(move || {
+                        let run =
+                            std::panic::AssertUnwindSafe(|| worker(&inner, index, shard, durable));
+                        if std::panic::catch_unwind(run).is_err() {
+                            // The panic message is already on stderr.
+                            inner.failed.store(true, Ordering::SeqCst);
+                        }
+                    })
                     .expect("spawning a shard worker")
             })
             .collect();
@@ -912,6 +924,11 @@ impl Client {
         inbox.waiting.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         while inbox.done.is_empty() {
+            if self.inner.failed.load(Ordering::SeqCst) {
+                inbox.waiting.store(false, Ordering::Relaxed);
+                drop(guard);
+                panic!("debitcore: a shard worker panicked (see above); the engine cannot answer");
+            }
             if self.inner.stopped.load(Ordering::SeqCst) {
                 self.inner.answer_orphans();
             }
@@ -927,6 +944,9 @@ impl Drop for Client {
         // the requests themselves were promised to the engine: hand them
         // over and wait for them, so a dropped client never leaves a
         // request half-sent.
+        if self.inner.failed.load(Ordering::SeqCst) || std::thread::panicking() {
+            return;
+        }
         self.flush();
         while self.outstanding > 0 {
             self.block_for_inbox();
@@ -1058,6 +1078,36 @@ mod tests {
             client.wait(|tag, outcome| answers.push((tag, outcome.code)));
         }
         assert_eq!(answers, [(7, Code::Ok)]);
+    }
+
+    #[test]
+    fn a_panicking_worker_fails_its_clients_instead_of_hanging_them() {
+        struct Explodes;
+        impl RiskPolicy for Explodes {
+            fn assess(&mut self, _: &crate::risk::RiskContext<'_>) -> crate::risk::RiskDecision {
+                panic!("policy bug");
+            }
+        }
+        let engine = Engine::start(EngineConfig {
+            shards: 1,
+            clock: ClockMode::Manual,
+            risk_policy: Some(Arc::new(|_| Box::new(Explodes) as Box<dyn RiskPolicy>)),
+            ..EngineConfig::default()
+        });
+        let mut client = engine.client();
+        assert_eq!(client.submit(open(1)).code, Code::Ok);
+        assert_eq!(client.submit(deposit(1, 1, "5")).code, Code::Ok);
+        let debit = Request::Debit {
+            id: 2,
+            account: 1,
+            amount: AmountArg::parse("1"),
+        };
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| client.submit(debit)));
+        assert!(
+            result.is_err(),
+            "the client panics instead of waiting forever"
+        );
     }
 
     #[test]
