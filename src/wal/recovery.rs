@@ -41,7 +41,6 @@ pub fn recover(
     data_dir: &Path,
     shard_index: usize,
     dedup_window_ms: u64,
-    start_ms: u64,
     policy: Option<Box<dyn RiskPolicy>>,
 ) -> Result<Recovered, OpenError> {
     let started = Instant::now();
@@ -69,7 +68,14 @@ pub fn recover(
 
     let mut policy = policy;
     let (mut shard, snapshot_lsn) = match snapshots.last() {
-        None => (Shard::new(start_ms, dedup_window_ms, policy.take()), 0),
+        // Replay starts at engine time 0, never at the time of this open:
+        // the log's own records (`Tick`, `advance_clock`) say when each
+        // request was answered, and a fresh shard's first round always
+        // logs a `Tick` (the wall clock is past 0). Starting at today's
+        // time would replay an old log at today's time (holds created
+        // late, ticks ignored as going backwards) and refuse the open on
+        // a result mismatch.
+        None => (Shard::new(0, dedup_window_ms, policy.take()), 0),
         Some((lsn, path)) => {
             let damaged = |reason: &str| OpenError::Damaged {
                 file: path.clone(),
