@@ -202,7 +202,7 @@ pub fn recover(
                         ),
                     });
                 }
-                let dirty = segment.map[offset..].iter().any(|&b| b != 0);
+                let dirty = record::next_nonzero(&segment.map, offset) < segment.map.len();
                 if dirty {
                     segment.map[offset..].fill(0);
                     segment.map.flush().map_err(io(path))?;
@@ -248,7 +248,11 @@ fn acknowledged_after(
 ) -> Option<(PathBuf, usize)> {
     let claims = |bytes: &[u8], from: usize| -> Option<usize> {
         let mut at = from;
-        while at + record::HEADER_BYTES <= bytes.len() {
+        loop {
+            at = record::next_nonzero(bytes, at);
+            if at + record::HEADER_BYTES > bytes.len() {
+                break;
+            }
             if let Frame::Valid {
                 record: Record::Group { durable_lsn },
                 ..
