@@ -247,9 +247,7 @@ impl Engine {
                             let policy = policy(index);
                             let path = &dir.path;
                             let window = config.dedup_window_ms;
-                            scope.spawn(move || {
-                                recovery::recover(path, index, window, start_ms, policy)
-                            })
+                            scope.spawn(move || recovery::recover(path, index, window, policy))
                         })
                         .collect();
                     handles
@@ -287,7 +285,6 @@ impl Engine {
                         flusher,
                         data_dir: dir.path.clone(),
                         dedup_window_ms: config.dedup_window_ms,
-                        start_ms,
                         policy: config.risk_policy.clone(),
                         wal: config.wal.clone(),
                     };
@@ -451,7 +448,6 @@ struct DurableShard {
     flusher: Flusher<Vec<(Reply, Vec<Done>)>>,
     data_dir: PathBuf,
     dedup_window_ms: u64,
-    start_ms: u64,
     policy: Option<RiskPolicyFactory>,
     wal: WalOptions,
 }
@@ -625,7 +621,7 @@ fn snapshot(index: usize, shard: &Shard, d: &mut DurableShard) {
 fn rebuild(index: usize, shard: &mut Shard, d: &mut DurableShard) -> bool {
     d.flusher.drain();
     let policy = d.policy.as_ref().map(|factory| factory(index));
-    match recovery::recover(&d.data_dir, index, d.dedup_window_ms, d.start_ms, policy) {
+    match recovery::recover(&d.data_dir, index, d.dedup_window_ms, policy) {
         Ok(r) => {
             for note in &r.notes {
                 eprintln!("debitcore: shard {index}: {note}");

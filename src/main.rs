@@ -46,6 +46,25 @@ enum Command {
               value_parser = clap::value_parser!(u64).range(1..))]
         dedup_window_ms: u64,
     },
+    /// Verifies a data directory (read-only) and prints a summary; exits 1
+    /// if anything is damaged (a torn tail is not damage).
+    Inspect {
+        /// The data directory.
+        dir: PathBuf,
+        /// Print every record as JSON Lines (the summary goes to stderr).
+        #[arg(long)]
+        dump: bool,
+        /// Print only the records of this account (its audit trail).
+        #[arg(long)]
+        account: Option<u64>,
+        /// Also rebuild each shard and check every recorded result.
+        #[arg(long)]
+        replay: bool,
+        /// The dedup window the engine ran with (for --replay).
+        #[arg(long, default_value_t = DEDUP_WINDOW_MS_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        dedup_window_ms: u64,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,6 +149,21 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+        Command::Inspect {
+            dir,
+            dump,
+            account,
+            replay,
+            dedup_window_ms,
+        } => {
+            let options = debitcore::inspect::InspectOptions {
+                dump,
+                account,
+                replay,
+                dedup_window_ms,
+            };
+            ExitCode::from(debitcore::inspect::cli(&dir, &options))
         }
     }
 }

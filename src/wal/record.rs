@@ -60,6 +60,32 @@ pub fn padded(len: usize) -> usize {
     len.next_multiple_of(ALIGN)
 }
 
+/// The first offset at or after `from` (a multiple of [`ALIGN`]) whose
+/// 8-byte word is not all zeros, or `bytes.len()`. A record never starts
+/// with a zero word (its length is not 0), so scans for records may skip
+/// zero words; whole zero pages are skipped with one slice comparison (a
+/// `memcmp`), which keeps scanning the preallocated, empty rest of a
+/// segment cheap even in unoptimised builds.
+pub fn next_nonzero(bytes: &[u8], from: usize) -> usize {
+    const PAGE: usize = 4096;
+    const ZEROS: [u8; PAGE] = [0; PAGE];
+    debug_assert!(from.is_multiple_of(ALIGN));
+    let mut at = from;
+    while at < bytes.len() {
+        let end = bytes.len().min((at / PAGE + 1) * PAGE);
+        if bytes[at..end] == ZEROS[..end - at] {
+            at = end;
+            continue;
+        }
+        while at + ALIGN <= end && bytes[at..at + ALIGN] == [0; ALIGN] {
+            at += ALIGN;
+        }
+        debug_assert!(bytes[at..end.min(at + ALIGN)].iter().any(|&b| b != 0));
+        return at;
+    }
+    bytes.len()
+}
+
 /// Encodes one record into `out` (cleared first); returns its padded size.
 pub fn encode(out: &mut Vec<u8>, lsn: u64, record: &Record) -> usize {
     out.clear();
@@ -593,6 +619,22 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn next_nonzero_finds_the_first_nonzero_word() {
+        let mut bytes = vec![0u8; 3 * 4096 + 24];
+        assert_eq!(next_nonzero(&bytes, 0), bytes.len());
+        assert_eq!(next_nonzero(&bytes, 64), bytes.len());
+        for at in [0, 8, 4088, 4096, 8200, 3 * 4096 + 16] {
+            for byte in [0, 7] {
+                bytes[at + byte] = 1;
+                assert_eq!(next_nonzero(&bytes, 0), at, "byte {byte} of word {at}");
+                assert_eq!(next_nonzero(&bytes, at), at);
+                assert_eq!(next_nonzero(&bytes, at + 8), bytes.len());
+                bytes[at + byte] = 0;
+            }
+        }
     }
 
     #[test]

@@ -41,7 +41,6 @@ pub fn recover(
     data_dir: &Path,
     shard_index: usize,
     dedup_window_ms: u64,
-    start_ms: u64,
     policy: Option<Box<dyn RiskPolicy>>,
 ) -> Result<Recovered, OpenError> {
     let started = Instant::now();
@@ -69,7 +68,14 @@ pub fn recover(
 
     let mut policy = policy;
     let (mut shard, snapshot_lsn) = match snapshots.last() {
-        None => (Shard::new(start_ms, dedup_window_ms, policy.take()), 0),
+        // Replay starts at engine time 0, never at the time of this open:
+        // the log's own records (`Tick`, `advance_clock`) say when each
+        // request was answered, and a fresh shard's first round always
+        // logs a `Tick` (the wall clock is past 0). Starting at today's
+        // time would replay an old log at today's time (holds created
+        // late, ticks ignored as going backwards) and refuse the open on
+        // a result mismatch.
+        None => (Shard::new(0, dedup_window_ms, policy.take()), 0),
         Some((lsn, path)) => {
             let damaged = |reason: &str| OpenError::Damaged {
                 file: path.clone(),
@@ -196,7 +202,7 @@ pub fn recover(
                         ),
                     });
                 }
-                let dirty = segment.map[offset..].iter().any(|&b| b != 0);
+                let dirty = record::next_nonzero(&segment.map, offset) < segment.map.len();
                 if dirty {
                     segment.map[offset..].fill(0);
                     segment.map.flush().map_err(io(path))?;
@@ -242,7 +248,11 @@ fn acknowledged_after(
 ) -> Option<(PathBuf, usize)> {
     let claims = |bytes: &[u8], from: usize| -> Option<usize> {
         let mut at = from;
-        while at + record::HEADER_BYTES <= bytes.len() {
+        loop {
+            at = record::next_nonzero(bytes, at);
+            if at + record::HEADER_BYTES > bytes.len() {
+                break;
+            }
             if let Frame::Valid {
                 record: Record::Group { durable_lsn },
                 ..
