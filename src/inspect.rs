@@ -1176,13 +1176,19 @@ pub fn write_request_json(out: &mut String, request: &Request) {
     out.push('}');
 }
 
-/// An amount as SPEC's decimal string (`"12.34"`, exactly the digits of
-/// `mantissa * 10^-scale`), or `{"invalid_amount_fingerprint": N}`.
+/// An amount as SPEC's decimal string, with as many fractional digits as
+/// the request had (`"12.30"` stays `"12.30"`), or
+/// `{"invalid_amount_fingerprint": N}`.
 pub fn write_amount_json(out: &mut String, amount: AmountArg) {
     match amount {
-        AmountArg::Decimal { mantissa, scale } => {
-            let digits = mantissa.to_string();
-            let scale = scale as usize;
+        AmountArg::Decimal {
+            mantissa,
+            scale,
+            digits: written,
+        } => {
+            let zeros = usize::from(written).saturating_sub(scale as usize);
+            let digits = format!("{mantissa}{}", "0".repeat(zeros));
+            let scale = scale as usize + zeros;
             out.push('"');
             if scale == 0 {
                 out.push_str(&digits);
@@ -1221,7 +1227,8 @@ mod tests {
             ("12.34", "\"12.34\""),
             ("0.005", "\"0.005\""),
             ("007", "\"7\""),
-            ("1.50", "\"1.5\""),
+            ("1.50", "\"1.50\""),
+            ("0.000", "\"0.000\""),
             ("9223372036854775807", "\"9223372036854775807\""),
             ("0", "\"0\""),
             ("10.1", "\"10.1\""),

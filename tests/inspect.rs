@@ -592,15 +592,12 @@ fn replay_checks_every_recorded_result() {
     let lsn = victim["lsn"].as_u64().unwrap();
     let path = segment_path(&dir.0);
     let mut bytes = std::fs::read(&path).unwrap();
-    let len = u32::from_le_bytes(bytes[offset..offset + 4].try_into().unwrap()) as usize;
+    let len = u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().unwrap()) as usize;
     assert_eq!(bytes[offset + 16], 1, "a request record");
     assert_eq!(bytes[offset + 17], Code::Ok as u8);
     bytes[offset + 17] = Code::InsufficientFunds as u8;
-    let crc = crc32c::crc32c_append(
-        crc32c::crc32c(&bytes[offset..offset + 4]),
-        &bytes[offset + 8..offset + len],
-    );
-    bytes[offset + 4..offset + 8].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[offset + 4..offset + len]);
+    bytes[offset..offset + 4].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&path, bytes).unwrap();
 
     let out = cli(&[], &dir.0);
