@@ -93,34 +93,47 @@ pub fn run_on<R: Read + Send + 'static, W: Write>(
 
 fn read_lines<R: Read>(input: R, chunks: &mpsc::SyncSender<io::Result<Vec<Vec<u8>>>>) {
     let mut input = BufReader::with_capacity(1 << 16, input);
-    let mut chunk = Vec::new();
+    // The start of a line whose end has not been read yet.
+    let mut partial: Vec<u8> = Vec::new();
     loop {
-        let mut line = Vec::new();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
-                chunk.push(line);
-                // Hand over what we have once the buffer is drained: the
-                // next read may block waiting for the producer.
-                let full = chunk.len() >= READER_CHUNK_LINES_MAX;
-                if (full || input.buffer().is_empty())
-                    && chunks.send(Ok(std::mem::take(&mut chunk))).is_err()
-                {
-                    return;
-                }
-            }
+        // Blocks only when everything read so far has been handed over.
+        let buffer = match input.fill_buf() {
+            Ok(buffer) => buffer,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let _ = chunks.send(Err(e));
                 return;
             }
+        };
+        if buffer.is_empty() {
+            break;
+        }
+        // Every complete line of this read goes over now, in chunks: the
+        // next read may wait on the producer, and a partial line at the
+        // end must not hold back the whole lines before it.
+        let mut chunk = Vec::new();
+        let mut rest = buffer;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            let mut line = std::mem::take(&mut partial);
+            line.extend_from_slice(&rest[..end]);
+            chunk.push(line);
+            rest = &rest[end + 1..];
+            if chunk.len() >= READER_CHUNK_LINES_MAX
+                && chunks.send(Ok(std::mem::take(&mut chunk))).is_err()
+            {
+                return;
+            }
+        }
+        partial.extend_from_slice(rest);
+        let consumed = buffer.len();
+        input.consume(consumed);
+        if !chunk.is_empty() && chunks.send(Ok(chunk)).is_err() {
+            return;
         }
     }
-    if !chunk.is_empty() {
-        let _ = chunks.send(Ok(chunk));
+    if !partial.is_empty() {
+        // A last line without a newline is still a line.
+        let _ = chunks.send(Ok(vec![partial]));
     }
 }
 

@@ -338,3 +338,48 @@ fn answers_stream_before_input_ends() {
     assert_eq!(status.code(), Some(0));
     reader.join().expect("reader thread");
 }
+
+/// A line cut by a pause in the input must not hold back the whole lines
+/// before it (the reader once handed lines over only when its buffer ran
+/// dry, so a partial line at the end of a read delayed them).
+#[test]
+fn a_partial_line_does_not_hold_back_complete_ones() {
+    let mut child = spawn(&["run", "--clock", "manual"]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<String>();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    stdin
+        .write_all(b"{\"op\":\"open_account\",\"account\":1,\"currency\":\"USD\"}\n{\"op\":\"bal")
+        .expect("write");
+    stdin.flush().expect("flush");
+    let first = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("line 1 held back by the partial line 2");
+        });
+    assert_eq!(
+        Outcome::parse(&first).expect("outcome"),
+        Outcome::new(1, "ok")
+    );
+    stdin.write_all(b"ance\",\"account\":1}\n").expect("write");
+    drop(stdin);
+    let second = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("line 2 answered");
+    let want = Outcome::new(2, "ok")
+        .with("balance", "0.00".to_string())
+        .with("held", "0.00".to_string())
+        .with("available", "0.00".to_string());
+    want.check(&Outcome::parse(&second).expect("outcome"))
+        .unwrap_or_else(|why| panic!("{why}"));
+    assert!(child.wait().expect("exit").success());
+    reader.join().expect("reader");
+}
