@@ -1,6 +1,7 @@
 //! Applies N debits to one shard and prints ns per debit: a probe for
 //! callgrind (`valgrind --tool=callgrind`) and quick what-ifs.
-//! Usage: apply_probe ACCOUNTS DEBITS
+//! Usage: apply_probe ACCOUNTS DEBITS [BATCH]: with BATCH, requests are
+//! prefetched a batch at a time first, as the shard worker does.
 use debitcore::shard::Shard;
 use debitcore::{AmountArg, Currency, Request};
 
@@ -35,10 +36,20 @@ fn main() {
             amount: AmountArg::from_minor(100, 2),
         })
         .collect();
+    let batch = args.get(2).copied().unwrap_or(0) as usize;
     let start = std::time::Instant::now();
     let mut ok = 0;
-    for r in &requests {
-        ok += usize::from(shard.apply(r).code == debitcore::Code::Ok);
+    for chunk in requests.chunks(batch.max(1)) {
+        if batch > 0 {
+            let mut touched = 0;
+            for r in chunk {
+                touched ^= shard.prefetch(r);
+            }
+            std::hint::black_box(touched);
+        }
+        for r in chunk {
+            ok += usize::from(shard.apply(r).code == debitcore::Code::Ok);
+        }
     }
     let ns = start.elapsed().as_nanos() as f64 / debits as f64;
     println!("{ns:.1} ns/debit, {ok} ok");

@@ -78,9 +78,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 
-    /// Requests one producer keeps in flight at most before it waits.
-    #[arg(long, default_value_t = 1024, value_parser = parse_in_flight)]
-    pub in_flight: usize,
+    /// Requests one producer keeps in flight at most before it waits
+    /// (default: 8192 when durable, 1024 in memory).
+    #[arg(long, value_parser = parse_in_flight)]
+    pub in_flight: Option<usize>,
 
     /// How long the engine must remember keys, in ms (24 hours by default).
     #[arg(long, default_value_t = DEDUP_WINDOW_MS_DEFAULT)]
@@ -174,7 +175,13 @@ impl Args {
             data_dir: self.data_dir,
             json: self.json,
             seed: self.seed,
-            in_flight: self.in_flight,
+            // Durable outcomes wait for an fdatasync (~4-5 ms here): by
+            // Little's law a producer needs thousands in flight to keep the
+            // shards busy. In memory, more only adds queueing.
+            in_flight: self.in_flight.unwrap_or(match self.durability {
+                Durability::None => IN_FLIGHT_DEFAULT_MEMORY,
+                Durability::Sync | Durability::Batched => IN_FLIGHT_DEFAULT_DURABLE,
+            }),
             dedup_window_ms: self.dedup_window_ms,
         })
     }
@@ -198,6 +205,9 @@ fn parse_shards(text: &str) -> Result<usize, String> {
 fn parse_producers(text: &str) -> Result<usize, String> {
     parse_count(text, 1, PRODUCERS_MAX)
 }
+
+const IN_FLIGHT_DEFAULT_MEMORY: usize = 1024;
+const IN_FLIGHT_DEFAULT_DURABLE: usize = 8192;
 
 fn parse_in_flight(text: &str) -> Result<usize, String> {
     // The client blocks inside send beyond its own in-flight bound; staying
