@@ -6,6 +6,9 @@
 //! account the open, the deposit and the limits go in that order from one
 //! client, which the engine applies in order.
 
+/// Requests a setup client keeps in flight at least.
+const SETUP_IN_FLIGHT_MIN: usize = 8192;
+
 use crate::args::Config;
 use crate::producer::{drain, DRAIN_TIMEOUT, USD_EXPONENT};
 use crate::report::{proc_status_mb, SetupReport, CODE_COUNT};
@@ -201,7 +204,10 @@ fn fund_range(
     let mut pipeline = Pipeline {
         client,
         outstanding: 0,
-        in_flight_max: config.in_flight as u64,
+        // Setup is not measured: pipeline deeply whatever the run's
+        // --in-flight (at 1 in flight, a durable setup of 1M accounts
+        // would wait for 2M fsyncs).
+        in_flight_max: config.in_flight.max(SETUP_IN_FLIGHT_MIN) as u64,
         result: ThreadResult::default(),
         progress,
     };
