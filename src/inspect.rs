@@ -28,6 +28,7 @@ use crate::money::AmountArg;
 use crate::request::{AccountId, Request};
 use crate::shard::Shard;
 use crate::wal::record::{self, Frame, Record};
+use crate::wal::segment::MAGIC as SEGMENT_MAGIC;
 use crate::wal::segment::{parse_segment_name, SEGMENT_HEADER_BYTES};
 use crate::wal::shard_dir;
 use crate::wal::snapshot::{self, parse_snapshot_name};
@@ -448,12 +449,7 @@ fn try_lock_shared(dir: &Path) -> (LockState, Option<File>) {
 
 /// The shard count in a `meta` file (`wal::DataDir` writes it).
 fn parse_meta(bytes: &[u8]) -> Option<usize> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    text.strip_prefix("debitcore data v1\nshards ")?
-        .trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|&n| (1..=crate::limits::SHARD_COUNT_MAX).contains(&n))
+    crate::wal::parse_meta(std::str::from_utf8(bytes).ok()?)
 }
 
 fn list_shard_dirs(dir: &Path) -> io::Result<Vec<usize>> {
@@ -517,9 +513,6 @@ fn read_segment(path: &Path) -> io::Result<(Vec<u8>, u64)> {
     kept.resize(kept.len() + pad as usize, 0);
     Ok((kept, file_bytes))
 }
-
-/// The magic of a segment header (`wal::segment`).
-const SEGMENT_MAGIC: &[u8; 8] = b"DCWALSG1";
 
 /// Checks a segment's 64-byte header against its shard and name, as
 /// `wal::segment::Segment::open` does (which needs the file writable).

@@ -171,15 +171,11 @@ impl DataDir {
         }
         let meta_path = path.join(META_NAME);
         let shards = match std::fs::read_to_string(&meta_path) {
-            Ok(text) => text
-                .strip_prefix(META_PREFIX)
-                .and_then(|rest| rest.trim().parse::<usize>().ok())
-                .filter(|&n| (1..=crate::limits::SHARD_COUNT_MAX).contains(&n))
-                .ok_or_else(|| OpenError::Damaged {
-                    file: meta_path.clone(),
-                    offset: 0,
-                    reason: "not a debitcore meta file".into(),
-                })?,
+            Ok(text) => parse_meta(&text).ok_or_else(|| OpenError::Damaged {
+                file: meta_path.clone(),
+                offset: 0,
+                reason: "not a debitcore meta file".into(),
+            })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let tmp = path.join("meta.tmp");
                 std::fs::write(&tmp, format!("{META_PREFIX}{shards}\n")).map_err(io_err(&tmp))?;
@@ -202,6 +198,15 @@ impl DataDir {
             _lock: lock,
         })
     }
+}
+
+/// The shard count a `meta` file records, if it is one.
+pub(crate) fn parse_meta(text: &str) -> Option<usize> {
+    text.strip_prefix(META_PREFIX)?
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| (1..=crate::limits::SHARD_COUNT_MAX).contains(&n))
 }
 
 /// Where one shard's segments and snapshots live.

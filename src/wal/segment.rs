@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub const SEGMENT_HEADER_BYTES: usize = 64;
-const MAGIC: &[u8; 8] = b"DCWALSG1";
+pub(crate) const MAGIC: &[u8; 8] = b"DCWALSG1";
 
 /// The file name of the segment whose first record has `first_lsn`.
 pub fn segment_name(first_lsn: u64) -> String {
