@@ -547,28 +547,6 @@ fn check_segment_header(bytes: &[u8], shard: usize, first_lsn: u64) -> Result<()
     Ok(())
 }
 
-/// A `Group` record at or after `from` (any 8-byte boundary) claiming
-/// `durable_lsn >= unread`: recovery's test for acknowledged data.
-fn group_claim(bytes: &[u8], from: usize, unread: u64) -> Option<(usize, u64)> {
-    let mut at = from;
-    loop {
-        at = record::next_nonzero(bytes, at);
-        if at + record::HEADER_BYTES > bytes.len() {
-            return None;
-        }
-        if let Frame::Valid {
-            record: Record::Group { durable_lsn },
-            ..
-        } = record::decode(&bytes[at..])
-        {
-            if durable_lsn >= unread {
-                return Some((at, durable_lsn));
-            }
-        }
-        at += record::ALIGN;
-    }
-}
-
 /// The next readable record at or after `from` (8-byte boundaries).
 fn next_valid(bytes: &[u8], from: usize) -> Option<(usize, u64, usize)> {
     let mut at = from;
@@ -982,7 +960,7 @@ fn claim_after(
     unread: u64,
     index: usize,
 ) -> io::Result<Option<(PathBuf, usize, u64)>> {
-    if let Some((at, durable)) = group_claim(bytes, offset + record::ALIGN, unread) {
+    if let Some((at, durable)) = record::durable_claim(bytes, offset + record::ALIGN, unread) {
         return Ok(Some((path.to_path_buf(), at, durable)));
     }
     for &(first_lsn, ref later_path) in later {
@@ -990,7 +968,7 @@ fn claim_after(
         if check_segment_header(&next, index, first_lsn).is_err() {
             continue;
         }
-        if let Some((at, durable)) = group_claim(&next, SEGMENT_HEADER_BYTES, unread) {
+        if let Some((at, durable)) = record::durable_claim(&next, SEGMENT_HEADER_BYTES, unread) {
             return Ok(Some((later_path.clone(), at, durable)));
         }
     }

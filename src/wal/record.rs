@@ -186,6 +186,30 @@ pub fn decode(bytes: &[u8]) -> Frame {
     }
 }
 
+/// The first `Group` record at or after `from` (8-byte boundaries) that
+/// claims `durable_lsn >= unread`: its offset and claim. This is the rule
+/// that tells a torn tail (no such claim) from damage in the middle (one
+/// exists); recovery and `inspect` both ask it.
+pub fn durable_claim(bytes: &[u8], from: usize, unread: u64) -> Option<(usize, u64)> {
+    let mut at = from;
+    loop {
+        at = next_nonzero(bytes, at);
+        if at + HEADER_BYTES > bytes.len() {
+            return None;
+        }
+        if let Frame::Valid {
+            record: Record::Group { durable_lsn },
+            ..
+        } = decode(&bytes[at..])
+        {
+            if durable_lsn >= unread {
+                return Some((at, durable_lsn));
+            }
+        }
+        at += ALIGN;
+    }
+}
+
 fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }

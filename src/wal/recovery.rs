@@ -246,32 +246,12 @@ fn acknowledged_after(
     unread: u64,
     shard_index: usize,
 ) -> Option<(PathBuf, usize)> {
-    let claims = |bytes: &[u8], from: usize| -> Option<usize> {
-        let mut at = from;
-        loop {
-            at = record::next_nonzero(bytes, at);
-            if at + record::HEADER_BYTES > bytes.len() {
-                break;
-            }
-            if let Frame::Valid {
-                record: Record::Group { durable_lsn },
-                ..
-            } = record::decode(&bytes[at..])
-            {
-                if durable_lsn >= unread {
-                    return Some(at);
-                }
-            }
-            at += record::ALIGN;
-        }
-        None
-    };
-    if let Some(at) = claims(&segment.map, offset + record::ALIGN) {
+    if let Some((at, _)) = record::durable_claim(&segment.map, offset + record::ALIGN, unread) {
         return Some((segment.path.clone(), at));
     }
     for (_, path) in later {
         if let Ok(Ok(next)) = Segment::open(path, shard_index) {
-            if let Some(at) = claims(&next.map, SEGMENT_HEADER_BYTES) {
+            if let Some((at, _)) = record::durable_claim(&next.map, SEGMENT_HEADER_BYTES, unread) {
                 return Some((path.clone(), at));
             }
         }
