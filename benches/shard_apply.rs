@@ -83,14 +83,13 @@ fn bench_apply(c: &mut Criterion) {
             || debits(&mut rng),
             |requests| {
                 for batch in requests.chunks(64) {
-                    let mut touched = 0;
-                    for request in batch {
-                        touched ^= shard.prefetch(request);
-                    }
-                    std::hint::black_box(touched);
-                    for request in batch {
-                        std::hint::black_box(shard.apply(request));
-                    }
+                    shard.apply_each(
+                        batch,
+                        |r| r,
+                        |_, outcome| {
+                            std::hint::black_box(outcome);
+                        },
+                    );
                 }
             },
             BatchSize::LargeInput,

@@ -1,7 +1,8 @@
 //! Applies N debits to one shard and prints ns per debit: a probe for
 //! callgrind (`valgrind --tool=callgrind`) and quick what-ifs.
-//! Usage: apply_probe ACCOUNTS DEBITS [BATCH]: with BATCH, requests are
-//! prefetched a batch at a time first, as the shard worker does.
+//! Usage: apply_probe ACCOUNTS DEBITS [BATCH]: with BATCH, requests go
+//! through `Shard::apply_each` a batch at a time (prefetching ahead), as
+//! the shard worker does; without, through `Shard::apply` one by one.
 use debitcore::shard::Shard;
 use debitcore::{AmountArg, Currency, Request};
 
@@ -41,14 +42,15 @@ fn main() {
     let mut ok = 0;
     for chunk in requests.chunks(batch.max(1)) {
         if batch > 0 {
-            let mut touched = 0;
+            shard.apply_each(
+                chunk,
+                |r| r,
+                |_, outcome| ok += usize::from(outcome.code == debitcore::Code::Ok),
+            );
+        } else {
             for r in chunk {
-                touched ^= shard.prefetch(r);
+                ok += usize::from(shard.apply(r).code == debitcore::Code::Ok);
             }
-            std::hint::black_box(touched);
-        }
-        for r in chunk {
-            ok += usize::from(shard.apply(r).code == debitcore::Code::Ok);
         }
     }
     let ns = start.elapsed().as_nanos() as f64 / debits as f64;

@@ -538,33 +538,27 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
                 shard.advance_to(wall_ms());
             }
             let Batch { items, reply } = batch;
-            // Touch every account and key cell of the batch first, so the
-            // cache misses overlap rather than queue up one by one.
-            let mut touched = 0u64;
-            for item in &items {
-                touched ^= shard.prefetch(&item.request);
-            }
-            std::hint::black_box(touched);
-            let done: Vec<Done> = items
-                .into_iter()
-                .map(|item| {
-                    let outcome = shard.apply(&item.request);
+            let mut done: Vec<Done> = Vec::with_capacity(items.len());
+            shard.apply_each(
+                &items,
+                |item| &item.request,
+                |item, outcome| {
                     if let Some(d) = durable.as_mut() {
                         if changes_state(&item.request, &outcome) {
                             d.log.append(&Record::Request {
-                                request: item.request,
+                                request: item.request.clone(),
                                 code: outcome.code,
                             });
                         }
                     }
-                    Done {
+                    done.push(Done {
                         tag: item.tag,
                         kind: item.kind,
                         broadcast: item.broadcast,
                         outcome,
-                    }
-                })
-                .collect();
+                    });
+                },
+            );
             replies.push((reply, done));
         }
         match durable.as_mut() {

@@ -23,6 +23,25 @@ pub(crate) unsafe trait Zeroable: Copy {}
 
 // SAFETY: a byte; zero is a valid value; align 1.
 unsafe impl Zeroable for u8 {}
+// SAFETY: an integer; zero is a valid value; align 8.
+unsafe impl Zeroable for u64 {}
+
+/// Asks the CPU to start loading the cache line that holds `*p`, so that a
+/// later read of it hits the cache. A hint only: it changes nothing the
+/// program can observe.
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `prefetcht0` cannot fault (and `p` is a live reference in any
+    // case) and has no architectural effect; it needs SSE, which every
+    // x86_64 CPU has (it is in the target's baseline features).
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((p as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// A fixed-length array of `T` in its own huge-page-advised mapping.
 pub(crate) struct ZeroedArray<T: Zeroable> {

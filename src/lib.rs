@@ -11,6 +11,7 @@ pub mod codec;
 pub mod engine;
 pub mod hash;
 mod hugemem;
+mod index;
 pub mod inspect;
 pub mod limits;
 pub mod money;

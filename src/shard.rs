@@ -20,6 +20,8 @@
 //! - money: sum of balances = ok deposits - ok debits - ok captures + ok refunds.
 
 use crate::hash::WordMap;
+use crate::hugemem::prefetch;
+use crate::index::AccountIndex;
 use crate::limits::{DAY_MS, HOLD_EXPIRES_IN_MS_DEFAULT, MINOR_UNITS_MAX};
 use crate::money::{AmountArg, Currency};
 use crate::outcome::{Code, Info, Outcome};
@@ -29,11 +31,18 @@ use crate::table::{KeyRecord, KeyTable};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-/// A plain account: 40 bytes. What few accounts need (an overdraft, limits,
+/// How many requests ahead of the one being applied [`Shard::apply_each`]
+/// prefetches account records and key cells (and twice as far, index
+/// cells). Enough to cover a DRAM miss at ~150 ns of work per request.
+pub const PREFETCH_AHEAD: usize = 8;
+
+/// A plain account: 48 bytes. What few accounts need (an overdraft, limits,
 /// a velocity ring) lives in an [`AccountExt`] it points to.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 struct Account {
+    /// Its id: the index confirms a lookup against it.
+    id: AccountId,
     balance: i64,
     held: i64,
     /// Minor units debits, authorizes, increments and reviews took on
@@ -47,7 +56,7 @@ struct Account {
     frozen: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<Account>() == 40);
+const _: () = assert!(std::mem::size_of::<Account>() == 48);
 
 const EXT_NONE: u32 = u32::MAX;
 
@@ -115,9 +124,11 @@ pub struct ShardStats {
 
 pub struct Shard {
     accounts: Vec<Account>,
-    /// The account id of each slot (off the hot path: policies, snapshots).
-    ids: Vec<AccountId>,
-    index: WordMap<AccountId, u32>,
+    index: AccountIndex,
+    /// While `apply_each` applies a request: the slot its prefetch found
+    /// for the request's account (0: none). A guess that `slot_of` confirms
+    /// against the record, so a stale or wrong hint only costs a lookup.
+    slot_hint: u32,
     exts: Vec<AccountExt>,
     keys: KeyTable,
     holds: WordMap<(u32, TxnId), Hold>,
@@ -143,6 +154,7 @@ impl Shard {
         Shard {
             // Slot 0 is never an account: key cells use it for "empty".
             accounts: vec![Account {
+                id: 0,
                 balance: 0,
                 held: 0,
                 day_total: 0,
@@ -151,8 +163,8 @@ impl Shard {
                 currency: Currency::USD,
                 frozen: false,
             }],
-            ids: vec![0],
-            index: WordMap::default(),
+            index: AccountIndex::new(),
+            slot_hint: 0,
             exts: Vec::new(),
             keys: KeyTable::new(),
             holds: WordMap::default(),
@@ -172,7 +184,7 @@ impl Shard {
     }
 
     pub fn stats(&self) -> ShardStats {
-        let index_bytes = self.index.capacity() * (std::mem::size_of::<(AccountId, u32)>() + 1);
+        let index_bytes = self.index.bytes();
         ShardStats {
             accounts: self.accounts.len() - 1,
             keys: self.keys.len(),
@@ -213,21 +225,72 @@ impl Shard {
         }
     }
 
-    /// Touches the memory a request will need, so that a batch's cache
-    /// misses overlap instead of following one another.
+    /// Applies `items` in order, calling `each` with every outcome, and
+    /// prefetches ahead of the apply: the account index cells of the
+    /// requests `2 * PREFETCH_AHEAD` further on, and the account records and
+    /// key cells of those `PREFETCH_AHEAD` further on (their index cells in
+    /// cache by then). A debit's three dependent cache misses (index,
+    /// account, key) then overlap with other requests' work instead of
+    /// following one another. Same outcomes as `apply` one by one.
     #[inline]
-    pub fn prefetch(&self, request: &Request) -> u64 {
-        let (Some(account), Some(id)) = (request.account(), request_id(request)) else {
+    pub fn apply_each<T>(
+        &mut self,
+        items: &[T],
+        request_of: impl Fn(&T) -> &Request,
+        mut each: impl FnMut(&T, Outcome),
+    ) {
+        let far = 2 * PREFETCH_AHEAD;
+        for item in items.iter().take(far) {
+            self.prefetch_index(request_of(item));
+        }
+        // Stage two's index lookups, kept for the apply (confirmed there).
+        let mut hints = [0u32; PREFETCH_AHEAD];
+        for (i, item) in items.iter().take(PREFETCH_AHEAD).enumerate() {
+            hints[i] = self.prefetch_records(request_of(item));
+        }
+        for (i, item) in items.iter().enumerate() {
+            if let Some(later) = items.get(i + far) {
+                self.prefetch_index(request_of(later));
+            }
+            self.slot_hint = hints[i % PREFETCH_AHEAD];
+            let outcome = self.apply(request_of(item));
+            if let Some(later) = items.get(i + PREFETCH_AHEAD) {
+                hints[i % PREFETCH_AHEAD] = self.prefetch_records(request_of(later));
+            }
+            each(item, outcome);
+        }
+        self.slot_hint = 0;
+    }
+
+    /// Prefetch stage one: the index cell where the account's lookup starts.
+    #[inline]
+    fn prefetch_index(&self, request: &Request) {
+        if let Some(account) = request.account() {
+            prefetch(self.index.home_of(account));
+        }
+    }
+
+    /// Prefetch stage two: the account record and the key's table cells,
+    /// found through the (by now cached) index without reading the record.
+    /// Returns the slot found (unconfirmed), or 0.
+    #[inline]
+    fn prefetch_records(&self, request: &Request) -> u32 {
+        let Some(account) = request.account() else {
             return 0;
         };
-        match self.index.get(&account) {
-            Some(&slot) => {
-                let a = &self.accounts[slot as usize];
-                let k = self.keys.probe_start(slot, id);
-                a.balance as u64 ^ u64::from(k)
-            }
-            None => 0,
+        let Some(slot) = self.index.candidate(account) else {
+            return 0;
+        };
+        if let Some(record) = self.accounts.get(slot as usize) {
+            // A record may straddle two cache lines: its first and last
+            // fields (repr(C)) are on either side.
+            prefetch(&record.id);
+            prefetch(&record.frozen);
         }
+        if let Some(id) = request_id(request) {
+            self.keys.prefetch(slot, id);
+        }
+        slot
     }
 
     /// Applies one request at the current engine time.
@@ -362,8 +425,15 @@ impl Shard {
         outcome
     }
 
+    #[inline]
     fn slot_of(&self, account: AccountId) -> Option<u32> {
-        self.index.get(&account).copied()
+        // The hint is a guess from prefetching: used only once confirmed.
+        let hint = self.slot_hint as usize;
+        if hint != 0 && self.accounts.get(hint).is_some_and(|a| a.id == account) {
+            return Some(self.slot_hint);
+        }
+        self.index
+            .get(account, |slot| self.accounts[slot as usize].id == account)
     }
 
     /// The common frame of every keyed request: unknown account, replay or
@@ -422,7 +492,7 @@ impl Shard {
         currency: Option<Currency>,
         overdraft: Option<AmountArg>,
     ) -> Code {
-        if self.index.contains_key(&account) {
+        if self.slot_of(account).is_some() {
             return Code::AccountExists;
         }
         let Some(currency) = currency else {
@@ -439,6 +509,7 @@ impl Shard {
         assert!(slot != u32::MAX, "account slots exhausted");
         debug_assert!(slot != crate::table::SLOT_EMPTY);
         let mut record = Account {
+            id: account,
             balance: 0,
             held: 0,
             day_total: 0,
@@ -451,7 +522,6 @@ impl Shard {
             record.ext = self.new_ext(overdraft);
         }
         self.accounts.push(record);
-        self.ids.push(account);
         self.index.insert(account, slot);
         Code::Ok
     }
@@ -589,7 +659,7 @@ impl Shard {
         let ext = (a.ext != EXT_NONE).then(|| &self.exts[a.ext as usize]);
         let limits = ext.and_then(|e| e.limits.as_ref());
         let context = RiskContext {
-            account: self.ids[slot as usize],
+            account: self.accounts[slot as usize].id,
             currency: a.currency,
             amount: minor,
             now_ms: self.now_ms,
@@ -953,8 +1023,21 @@ impl Shard {
             }
         }
         let mut balances = 0i128;
-        for (&account, &slot) in &self.index {
-            let a = &self.accounts[slot as usize];
+        if self.index.len() != self.accounts.len() - 1 {
+            return Err(format!(
+                "{} accounts but {} in the index",
+                self.accounts.len() - 1,
+                self.index.len()
+            ));
+        }
+        for (slot, a) in self.accounts.iter().enumerate().skip(1) {
+            let account = a.id;
+            if self.slot_of(account) != Some(slot as u32) {
+                return Err(format!(
+                    "account {account}: the index does not find slot {slot}"
+                ));
+            }
+            let slot = slot as u32;
             let held = held_by_slot.get(&slot).copied().unwrap_or(0);
             if i128::from(a.held) != held {
                 return Err(format!(
@@ -994,8 +1077,8 @@ impl Shard {
             w.0.extend_from_slice(&v.to_le_bytes());
         }
         w.u64(self.accounts.len() as u64 - 1);
-        for (a, &id) in self.accounts.iter().zip(&self.ids).skip(1) {
-            w.u64(id);
+        for a in &self.accounts[1..] {
+            w.u64(a.id);
             w.i64(a.balance);
             w.i64(a.held);
             w.i64(a.day_total);
@@ -1086,9 +1169,11 @@ impl Shard {
         };
         let accounts = r.len(56)?;
         shard.accounts.reserve(accounts);
+        shard.index.reserve(accounts);
         for slot in 1..=accounts as u32 {
             let id = r.u64()?;
             let account = Account {
+                id,
                 balance: r.i64()?,
                 held: r.i64()?,
                 day_total: r.i64()?,
@@ -1097,11 +1182,11 @@ impl Shard {
                 currency: *Currency::ALL.get(r.u64()? as usize)?,
                 frozen: r.u64()? != 0,
             };
-            shard.accounts.push(account);
-            shard.ids.push(id);
-            if shard.index.insert(id, slot).is_some() {
+            if shard.slot_of(id).is_some() {
                 return None;
             }
+            shard.accounts.push(account);
+            shard.index.insert(id, slot);
         }
         let exts = r.len(24)?;
         for _ in 0..exts {

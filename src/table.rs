@@ -12,7 +12,7 @@
 //! two, with no per-record timestamp and no timer per key.
 
 use crate::hash;
-use crate::hugemem::{Zeroable, ZeroedArray};
+use crate::hugemem::{prefetch, Zeroable, ZeroedArray};
 
 /// One remembered key: (account slot, id), the op and result it had, what a
 /// later refund needs (the amount it moved), and a fingerprint of all its
@@ -118,10 +118,13 @@ impl Table {
         self.cells.iter().filter(|c| c.slot != SLOT_EMPTY)
     }
 
-    /// The tag group where the key's probe starts; for prefetching.
+    /// Starts loading the tag group and the cell where the key's probe
+    /// starts.
     #[inline]
-    pub fn probe_start(&self, slot: u32, id: u64) -> u8 {
-        self.tags[home(slot, id) as usize & self.mask]
+    pub fn prefetch(&self, slot: u32, id: u64) {
+        let pos = home(slot, id) as usize & self.mask;
+        prefetch(&self.tags[pos]);
+        prefetch(&self.cells[pos]);
     }
 
     #[inline]
@@ -327,8 +330,12 @@ impl KeyTable {
     }
 
     #[inline]
-    pub fn probe_start(&self, slot: u32, id: u64) -> u8 {
-        self.current.probe_start(slot, id)
+    pub fn prefetch(&self, slot: u32, id: u64) {
+        self.current.prefetch(slot, id);
+        // A new key is looked for in the old table too while it is moved.
+        if let Some(old) = &self.old {
+            old.prefetch(slot, id);
+        }
     }
 
     /// Finds the key, or the cell of the current table it would go in.
