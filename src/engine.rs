@@ -509,57 +509,67 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
                 continue;
             }
         }
-        let mut replies = Vec::with_capacity(round.len());
-        let mut grouped = false;
-        for (i, batch) in round.drain(..).enumerate() {
-            if let Some(d) = durable.as_mut() {
-                // Room for the batch, a tick and a group record, before
-                // anything is applied: a full disk refuses cleanly.
-                if let Err(e) = d.log.reserve(batch.items.len() + 2) {
-                    if i == 0 {
-                        eprintln!("debitcore: shard {index}: cannot extend the log: {e}");
-                    }
+        if let Some(d) = durable.as_mut() {
+            // Room for the whole round, a tick and a group record, before
+            // anything is applied: a full disk refuses cleanly. (One
+            // reservation: a second one could start another segment before
+            // anything went into the one the first started.)
+            let records: usize = round.iter().map(|b| b.items.len()).sum();
+            if let Err(e) = d.log.reserve(records + 2) {
+                eprintln!("debitcore: shard {index}: cannot extend the log: {e}");
+                for batch in round.drain(..) {
                     deliver_all(batch, |_| Outcome::new(Code::StorageUnavailable));
-                    continue;
                 }
-                if !grouped {
-                    grouped = true;
-                    let durable_lsn = d.flusher.durable_lsn();
-                    d.log.append(&Record::Group { durable_lsn });
-                    if inner.clock == ClockMode::Wall {
-                        let now_ms = wall_ms();
-                        if now_ms > shard.now_ms() {
-                            shard.advance_to(now_ms);
-                            d.log.append(&Record::Tick { now_ms });
-                        }
-                    }
-                }
-            } else if i == 0 && inner.clock == ClockMode::Wall {
-                shard.advance_to(wall_ms());
+                continue;
             }
-            let Batch { items, reply } = batch;
-            let mut done: Vec<Done> = Vec::with_capacity(items.len());
-            shard.apply_each(
-                &items,
-                |item| &item.request,
-                |item, outcome| {
-                    if let Some(d) = durable.as_mut() {
-                        if changes_state(&item.request, &outcome) {
-                            d.log.append(&Record::Request {
-                                request: item.request.clone(),
-                                code: outcome.code,
-                            });
-                        }
+            let durable_lsn = d.flusher.durable_lsn();
+            d.log.append(&Record::Group { durable_lsn });
+            if inner.clock == ClockMode::Wall {
+                let now_ms = wall_ms();
+                if now_ms > shard.now_ms() {
+                    shard.advance_to(now_ms);
+                    d.log.append(&Record::Tick { now_ms });
+                }
+            }
+        } else if inner.clock == ClockMode::Wall {
+            shard.advance_to(wall_ms());
+        }
+        // One pass over every request of the round, in order, so that the
+        // prefetching runs ahead across batch boundaries (client batches
+        // are often small).
+        let all: Vec<&Item> = round.iter().flat_map(|b| b.items.iter()).collect();
+        let mut dones: Vec<Vec<Done>> = round
+            .iter()
+            .map(|b| Vec::with_capacity(b.items.len()))
+            .collect();
+        let mut at = 0;
+        shard.apply_each(
+            &all,
+            |item| &item.request,
+            |item, outcome| {
+                while dones[at].len() == round[at].items.len() {
+                    at += 1;
+                }
+                if let Some(d) = durable.as_mut() {
+                    if changes_state(&item.request, &outcome) {
+                        d.log.append(&Record::Request {
+                            request: item.request.clone(),
+                            code: outcome.code,
+                        });
                     }
-                    done.push(Done {
-                        tag: item.tag,
-                        kind: item.kind,
-                        broadcast: item.broadcast,
-                        outcome,
-                    });
-                },
-            );
-            replies.push((reply, done));
+                }
+                dones[at].push(Done {
+                    tag: item.tag,
+                    kind: item.kind,
+                    broadcast: item.broadcast,
+                    outcome,
+                });
+            },
+        );
+        drop(all);
+        let mut replies: Vec<(Reply, Vec<Done>)> = Vec::with_capacity(round.len());
+        for (batch, done) in round.drain(..).zip(dones) {
+            replies.push((batch.reply, done));
         }
         match durable.as_mut() {
             Some(d) => {
