@@ -32,7 +32,7 @@ pub(crate) struct AccountIndex {
 }
 
 #[inline]
-fn hash32(account: AccountId) -> u32 {
+pub(crate) fn hash32(account: AccountId) -> u32 {
     (hash::fold(account ^ SEED) >> 32) as u32
 }
 

@@ -1529,4 +1529,54 @@ mod tests {
         assert_eq!(code(&mut s, refund(6, None)), Code::ExceedsRefundable);
         assert_eq!(code(&mut s, refund(7, Some("0"))), Code::InvalidAmount);
     }
+
+    /// Two accounts whose index hashes collide: the prefetch stage's
+    /// unconfirmed slot for the second is the first's, and `apply` must
+    /// confirm the hint against the record before using it.
+    #[test]
+    fn apply_each_confirms_the_prefetched_slot() {
+        let mut first_with: std::collections::HashMap<u32, AccountId> = Default::default();
+        let (a, b) = (1u64..)
+            .find_map(|id| {
+                let h = crate::index::hash32(id);
+                first_with.get(&h).map(|&other| (other, id)).or_else(|| {
+                    first_with.insert(h, id);
+                    None
+                })
+            })
+            .expect("a 32-bit collision among a few 100k ids");
+        let mut s = Shard::new(0, 10_000, None);
+        for (account, money) in [(a, "100"), (b, "5")] {
+            s.apply(&Request::OpenAccount {
+                account,
+                currency: Some(Currency::USD),
+                overdraft: None,
+            });
+            s.apply(&Request::Deposit {
+                id: 1,
+                account,
+                amount: amount(money),
+            });
+        }
+        let requests: Vec<Request> = (0..40)
+            .map(|i| Request::Debit {
+                id: 10 + i,
+                account: if i % 2 == 0 { b } else { a },
+                amount: amount("1"),
+            })
+            .collect();
+        let mut codes = Vec::new();
+        s.apply_each(&requests, |r| r, |_, outcome| codes.push(outcome.code));
+        // b had 5: five debits pass, fifteen are refused; a's all pass.
+        let on_b = codes.iter().step_by(2);
+        assert_eq!(on_b.filter(|&&c| c == Code::Ok).count(), 5);
+        assert!(codes.iter().skip(1).step_by(2).all(|&c| c == Code::Ok));
+        let balance = |s: &mut Shard, account| match s.apply(&Request::Balance { account }).info {
+            Info::Balance { balance, .. } => balance,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(balance(&mut s, a), 10_000 - 2_000);
+        assert_eq!(balance(&mut s, b), 0);
+        s.check_invariants().unwrap();
+    }
 }
