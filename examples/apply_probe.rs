@@ -1,8 +1,10 @@
 //! Applies N debits to one shard and prints ns per debit: a probe for
 //! callgrind (`valgrind --tool=callgrind`) and quick what-ifs.
-//! Usage: apply_probe ACCOUNTS DEBITS [BATCH]: with BATCH, requests go
-//! through `Shard::apply_each` a batch at a time (prefetching ahead), as
-//! the shard worker does; without, through `Shard::apply` one by one.
+//! Usage: apply_probe ACCOUNTS DEBITS [BATCH [GROW]]: with BATCH (not 0),
+//! requests go through `Shard::apply_each` a batch at a time (prefetching
+//! ahead), as the shard worker does; without, through `Shard::apply` one by
+//! one. GROW = 1 leaves the key table unsized, so it grows (and moves
+//! records) during the run, as in a live engine.
 use debitcore::shard::Shard;
 use debitcore::{AmountArg, Currency, Request};
 
@@ -16,8 +18,9 @@ fn main() {
         args.get(1).copied().unwrap_or(1_000_000),
     );
     let mut shard = Shard::new(0, u64::MAX / 4, None);
-    // Growth of the key table is costed separately; here it is sized ahead.
-    shard.reserve(accounts as usize, (accounts + debits) as usize);
+    let grow = args.get(3).copied().unwrap_or(0) == 1;
+    let keys = if grow { 0 } else { accounts + debits };
+    shard.reserve(accounts as usize, keys as usize);
     for account in 0..accounts {
         shard.apply(&Request::OpenAccount {
             account,

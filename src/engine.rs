@@ -80,6 +80,14 @@ pub struct EngineConfig {
     /// With a data directory: when outcomes are handed back.
     pub durability: Durability,
     pub wal: WalOptions,
+    /// Room to set aside at start, over all shards (0: grow as needed):
+    /// accounts, and keys remembered at once (about a dedup window's keyed
+    /// requests). Growing the key table moves every key (a few per request,
+    /// never a stall) into fresh memory the kernel must zero; an embedder
+    /// that knows its traffic sizes it once. Memory is still only touched
+    /// as it fills.
+    pub expected_accounts: usize,
+    pub expected_keys: usize,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +100,8 @@ impl Default for EngineConfig {
             data_dir: None,
             durability: Durability::Sync,
             wal: WalOptions::default(),
+            expected_accounts: 0,
+            expected_keys: 0,
         }
     }
 }
@@ -292,14 +302,23 @@ impl Engine {
                 }
             }
         }
+        let (expected_accounts, expected_keys) = (
+            config.expected_accounts.div_ceil(shards),
+            config.expected_keys.div_ceil(shards),
+        );
         let workers = states
             .into_iter()
             .enumerate()
-            .map(|(index, (shard, durable))| {
+            .map(|(index, (mut shard, durable))| {
                 let inner = Arc::clone(&inner);
                 std::thread::Builder::new()
                     .name(format!("debitcore-shard-{index}"))
                     .spawn(move || {
+                        let has = shard.stats();
+                        shard.reserve(
+                            expected_accounts.saturating_sub(has.accounts),
+                            expected_keys.saturating_sub(has.keys),
+                        );
                         let run =
                             std::panic::AssertUnwindSafe(|| worker(&inner, index, shard, durable));
                         if std::panic::catch_unwind(run).is_err() {
@@ -594,7 +613,7 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
                 }
             }
         }
-        if rounds.is_multiple_of(64) {
+        if rounds == 1 || rounds.is_multiple_of(64) {
             publish_stats(port, &shard, durable.as_ref());
         }
     }
@@ -1015,6 +1034,7 @@ impl Future for OutcomeFuture {
 mod tests {
     use super::*;
     use crate::money::{AmountArg, Currency};
+    use std::time::Instant;
 
     fn engine(shards: usize) -> Engine {
         Engine::start(EngineConfig {
@@ -1038,6 +1058,36 @@ mod tests {
             account,
             amount: AmountArg::parse(amount),
         }
+    }
+
+    #[test]
+    fn expected_keys_size_the_key_tables_at_start() {
+        let key_bytes = |expected_keys| {
+            let engine = Engine::start(EngineConfig {
+                shards: 2,
+                clock: ClockMode::Manual,
+                durability: Durability::None,
+                expected_keys,
+                ..EngineConfig::default()
+            });
+            let mut client = engine.client();
+            // One round on each shard publishes its stats.
+            let accounts: Vec<u64> = (0..64).collect();
+            let opens: Vec<Request> = accounts.iter().map(|&a| open(a)).collect();
+            client.submit_batch(&opens);
+            // Published just after the outcomes are handed back.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let least = engine.stats().iter().map(|s| s.key_bytes).min().unwrap();
+                if least > 0 || Instant::now() > deadline {
+                    return least;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let sized = key_bytes(1 << 20);
+        assert!(sized >= (1 << 19) * 32, "{sized} bytes per shard");
+        assert!(key_bytes(0) < (1 << 19) * 32);
     }
 
     #[test]

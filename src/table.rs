@@ -276,7 +276,7 @@ impl Table {
 /// the old table (7/8 of C cells full) is emptied within C/4 requests,
 /// while the new one (2C cells) takes at most 7/8 C + C/4 < 7/4 C keys: it
 /// never has to grow before the old one is gone.
-const MIGRATE_CELLS_PER_STEP: usize = 4;
+const MIGRATE_CELLS_PER_STEP: usize = 16;
 
 /// Where a found record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -86,6 +86,13 @@ pub struct Args {
     /// How long the engine must remember keys, in ms (24 hours by default).
     #[arg(long, default_value_t = DEDUP_WINDOW_MS_DEFAULT)]
     pub dedup_window_ms: u64,
+
+    /// Keys the engine sizes its idempotency tables for at start, over all
+    /// shards (`EngineConfig::expected_keys`); 0 (the default): they grow
+    /// as keys arrive. A table at its window's size, as in a long-running
+    /// gateway, never grows: this measures that steady state.
+    #[arg(long, default_value_t = 0)]
+    pub expect_keys: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -140,6 +147,7 @@ pub struct Config {
     pub seed: u64,
     pub in_flight: usize,
     pub dedup_window_ms: u64,
+    pub expect_keys: usize,
 }
 
 impl Args {
@@ -183,6 +191,7 @@ impl Args {
                 Durability::Sync | Durability::Batched => IN_FLIGHT_DEFAULT_DURABLE,
             }),
             dedup_window_ms: self.dedup_window_ms,
+            expect_keys: self.expect_keys,
         })
     }
 }

@@ -65,6 +65,8 @@ fn main() {
                 max_delay_us: BATCHED_DELAY_US,
             },
         },
+        expected_accounts: config.accounts as usize,
+        expected_keys: config.expect_keys,
         ..EngineConfig::default()
     }) {
         Ok(engine) => engine,

@@ -515,9 +515,14 @@ pub fn print_header(machine: &Machine, config: &Config) {
         rate,
     );
     println!(
-        "engine    durability {}, dedup window {} ms, clock wall",
+        "engine    durability {}, dedup window {} ms, clock wall, tables sized for {} keys",
         config.durability.name(),
-        config.dedup_window_ms
+        config.dedup_window_ms,
+        if config.expect_keys == 0 {
+            "0 (growing)".to_string()
+        } else {
+            thousands(config.expect_keys as u64)
+        }
     );
 }
 
@@ -791,6 +796,7 @@ impl Summary {
                 "seed": config.seed,
                 "in_flight": config.in_flight,
                 "dedup_window_ms": config.dedup_window_ms,
+                "expect_keys": config.expect_keys,
             },
             "setup": setup.to_json(),
             "per_second": per_second,
