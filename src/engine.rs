@@ -620,6 +620,7 @@ fn snapshot(index: usize, shard: &Shard, d: &mut DurableShard) {
 /// so rebuild it from what is on disk. Returns whether the shard is usable.
 fn rebuild(index: usize, shard: &mut Shard, d: &mut DurableShard) -> bool {
     d.flusher.drain();
+    d.log.stop_spare();
     let policy = d.policy.as_ref().map(|factory| factory(index));
     match recovery::recover(&d.data_dir, index, d.dedup_window_ms, policy) {
         Ok(r) => {
