@@ -116,12 +116,20 @@ impl Segment {
     /// Syncing a record into an unwritten extent converts the extent, and
     /// without a journal ext4 then writes the inode synchronously too: an
     /// extra device write per `fdatasync` (PERF.md, "Durable latency").
-    /// Finally its cached pages are dropped: they came from `write`, in
-    /// large folios, which a sync would write back whole. Slow (the whole
-    /// file is written once), so it runs off the worker thread.
+    ///
+    /// The zeros go in one page per `pwrite`, so the page cache holds the
+    /// file in 4 KiB folios, as the log's random-advised mapping wants
+    /// them, and keeps them: were they dropped, every first touch of a
+    /// page through the mapping would read it back from the disk (the
+    /// kernel knows written zeros only as data), on the worker thread.
+    /// Slow (the whole file is written once), so it runs off the worker,
+    /// and it syncs every MiB: one sync of the whole file
+    /// kept the disk busy for 100 ms and more, and the flusher's syncs
+    /// waited behind it.
     pub fn make_spare(dir: &Path, bytes: usize) -> io::Result<File> {
         use std::os::unix::fs::FileExt;
-        const ZEROS_BYTES: usize = 1 << 20;
+        const PAGE_BYTES: usize = 4096;
+        const SPARE_SYNC_BYTES: usize = 1 << 20;
         let path = dir.join(SPARE_NAME);
         let file = OpenOptions::new()
             .read(true)
@@ -130,15 +138,16 @@ impl Segment {
             .truncate(true)
             .open(&path)?;
         rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes as u64)?;
-        let zeros = vec![0u8; ZEROS_BYTES];
+        let zeros = [0u8; PAGE_BYTES];
         let mut at = 0;
         while at < bytes {
-            let n = ZEROS_BYTES.min(bytes - at);
+            let n = PAGE_BYTES.min(bytes - at);
             file.write_all_at(&zeros[..n], at as u64)?;
             at += n;
+            if at % SPARE_SYNC_BYTES == 0 || at == bytes {
+                file.sync_data()?;
+            }
         }
-        file.sync_data()?;
-        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed)?;
         Ok(file)
     }
 
