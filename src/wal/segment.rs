@@ -91,15 +91,20 @@ impl Segment {
         }
     }
 
-    /// Readies a recovered segment for appending: recovery read it through
-    /// readahead, which left it in large folios that a sync would write
-    /// back whole. Maps it again with random advice (see the module
-    /// comment) and drops the file's clean cached pages (everything
-    /// recovery read is on disk; a torn tail it cut was flushed). The
-    /// segment's contents do not change.
+    /// Readies a recovered segment for appending at `offset` (everything
+    /// from there on is zeros: recovery made sure). Recovery read it
+    /// through readahead, which left it cached in large folios that a sync
+    /// would write back whole. So: map it again with random advice (see
+    /// the module comment), drop the file's clean cached pages (all of it
+    /// is on disk), and write the zeros after `offset`'s page again, a page
+    /// at a time, as a spare is made: 4 KiB folios, written extents, and no
+    /// page the worker touches next has to be read from the disk (see
+    /// [`Segment::make_spare`]). The segment's contents do not change.
     ///
-    /// A failure leaves the segment as it was: usable, only slower to sync.
-    pub fn prepare_for_appending(&mut self) -> io::Result<()> {
+    /// A failure leaves the segment usable, only slower to sync.
+    pub fn prepare_for_appending(&mut self, offset: usize) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        const PAGE_BYTES: usize = 4096;
         let fresh = map_file(&self.file)?;
         fresh.advise(Advice::Random)?;
         // The new mapping has no pages yet (nothing is touched through it
@@ -107,7 +112,14 @@ impl Segment {
         // cached pages unmapped, and the advice can drop them.
         drop(std::mem::replace(&mut self.map, fresh));
         rustix::fs::fadvise(&*self.file, 0, None, rustix::fs::Advice::DontNeed)?;
-        Ok(())
+        let zeros = [0u8; PAGE_BYTES];
+        let mut at = offset.next_multiple_of(PAGE_BYTES);
+        while at < self.map.len() {
+            let n = PAGE_BYTES.min(self.map.len() - at);
+            self.file.write_all_at(&zeros[..n], at as u64)?;
+            at += n;
+        }
+        self.file.sync_data()
     }
 
     /// Makes the shard's spare segment file (see [`SPARE_NAME`]): `bytes`
@@ -274,6 +286,31 @@ mod tests {
             Segment::from_spare(&dir, 2, 9, again).is_err(),
             "never over an existing segment"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn readying_a_tail_for_appending_keeps_its_contents() {
+        let dir = tempdir();
+        let faults = Faults::default();
+        let mut seg = Segment::create(&dir, 1, 5, 1 << 16, &faults).unwrap();
+        seg.map[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + 5000].fill(7);
+        seg.map.flush().unwrap();
+        let before = seg.map.to_vec();
+        seg.prepare_for_appending(SEGMENT_HEADER_BYTES + 5000)
+            .unwrap();
+        assert!(seg.map[..] == before[..]);
+        seg.map[SEGMENT_HEADER_BYTES + 5000] = 9;
+        seg.file.sync_data().unwrap();
+        drop(seg);
+        let again = Segment::open(&dir.join(segment_name(5)), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.map[SEGMENT_HEADER_BYTES + 4999], 7);
+        assert_eq!(again.map[SEGMENT_HEADER_BYTES + 5000], 9);
+        assert!(again.map[SEGMENT_HEADER_BYTES + 5001..]
+            .iter()
+            .all(|&b| b == 0));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -56,16 +56,7 @@ impl ShardLog {
         bytes_since_snapshot: u64,
     ) -> ShardLog {
         let (segment, offset) = match tail {
-            Some((mut segment, offset)) => {
-                if let Err(e) = segment.prepare_for_appending() {
-                    // Only slower syncs follow (whole large folios).
-                    eprintln!(
-                        "debitcore: shard {shard}: cannot re-map {} for appending: {e}",
-                        segment.path.display()
-                    );
-                }
-                (Some(segment), offset)
-            }
+            Some((segment, offset)) => (Some(segment), offset),
             None => (None, 0),
         };
         let mut log = ShardLog {
