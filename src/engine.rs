@@ -49,7 +49,7 @@ use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Where engine time comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -643,6 +643,7 @@ fn snapshot(index: usize, shard: &Shard, d: &mut DurableShard) {
 /// so rebuild it from what is on disk. Returns whether the shard is usable.
 fn rebuild(index: usize, shard: &mut Shard, d: &mut DurableShard) -> bool {
     d.flusher.drain();
+    d.log.stop_spare();
     let policy = d.policy.as_ref().map(|factory| factory(index));
     match recovery::recover(&d.data_dir, index, d.dedup_window_ms, policy) {
         Ok(r) => {
@@ -842,6 +843,25 @@ impl Client {
         self.poll(on_outcome)
     }
 
+    /// Like [`Client::poll`], but if nothing has arrived, sleeps until an
+    /// outcome does or `deadline` passes, whichever comes first (with
+    /// nothing in flight, until `deadline`). Does not flush. For a gateway
+    /// thread with nothing to send before `deadline`: it gives its core to
+    /// the shard workers and flushers instead of spinning, and still takes
+    /// an outcome the moment it is handed back.
+    pub fn poll_until(&mut self, deadline: Instant, on_outcome: impl FnMut(u64, Outcome)) -> usize {
+        self.take_inbox();
+        if self.ready.is_empty() {
+            if self.outstanding > 0 {
+                self.block_for_inbox_until(Some(deadline));
+                self.take_inbox();
+            } else if let Some(rest) = deadline.checked_duration_since(Instant::now()) {
+                std::thread::sleep(rest);
+            }
+        }
+        self.poll(on_outcome)
+    }
+
     /// Requests sent whose outcomes have not been handed back yet.
     pub fn in_flight(&self) -> usize {
         self.outstanding + self.ready.len()
@@ -932,6 +952,11 @@ impl Client {
 
     /// Waits until the inbox has something: spins briefly, then sleeps.
     fn block_for_inbox(&self) {
+        self.block_for_inbox_until(None);
+    }
+
+    /// As [`Client::block_for_inbox`], giving up at `deadline` if given.
+    fn block_for_inbox_until(&self, deadline: Option<Instant>) {
         let inbox = &self.inbox;
         for _ in 0..SPIN_LIMIT {
             if !inbox.done.is_empty() {
@@ -951,7 +976,14 @@ impl Client {
             if self.inner.stopped.load(Ordering::SeqCst) {
                 self.inner.answer_orphans();
             }
-            inbox.wake.wait_for(&mut guard, Duration::from_millis(1));
+            let mut timeout = Duration::from_millis(1);
+            if let Some(deadline) = deadline {
+                match deadline.checked_duration_since(Instant::now()) {
+                    Some(rest) if !rest.is_zero() => timeout = timeout.min(rest),
+                    _ => break,
+                }
+            }
+            inbox.wake.wait_for(&mut guard, timeout);
         }
         inbox.waiting.store(false, Ordering::Relaxed);
     }

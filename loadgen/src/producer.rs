@@ -47,12 +47,6 @@ const INCREMENT_PICKS_MAX: usize = 4;
 /// far away: a gateway trades a little latency for batching the same way.
 const FLUSH_DELAY_NS: u64 = 20_000;
 
-/// In open loop, an idle producer sleeps (for [`IDLE_SLEEP`]) only when
-/// the next send is at least this far away; closer, it yields. Sleeps
-/// overshoot by the timer slack (about 50 us), hence the margin.
-const IDLE_SLEEP_MIN_NS: u64 = 200_000;
-const IDLE_SLEEP: Duration = Duration::from_micros(100);
-
 /// Engine exponent of USD, the currency every account is opened in.
 pub const USD_EXPONENT: u32 = 2;
 
@@ -367,14 +361,15 @@ impl<'a> Producer<'a> {
                         unflushed_since = None;
                     }
                 }
-                // Never spin: shard workers may need this core. Sleep in
-                // short steps only, since outcomes that arrive meanwhile
-                // wait for the next poll and that adds to their latency.
-                if gap > IDLE_SLEEP_MIN_NS {
-                    std::thread::sleep(IDLE_SLEEP);
-                } else {
-                    std::thread::yield_now();
+                // Never spin: shard workers and flushers need these cores.
+                // Sleep until the next send (or the flush of a partly
+                // filled batch) is due, but wake for any outcome that
+                // arrives meanwhile, so its time is taken when it comes.
+                let mut wake_ns = next;
+                if let Some(since) = unflushed_since {
+                    wake_ns = wake_ns.min(since + FLUSH_DELAY_NS);
                 }
+                self.poll_until(client, wake_ns);
                 continue;
             }
             if self.in_flight.is_full() {
@@ -407,6 +402,16 @@ impl<'a> Producer<'a> {
             self.complete(tag, outcome, t);
         });
         debug_assert!(got as u64 <= self.sent);
+    }
+
+    /// Takes outcomes as they arrive until `wake_ns`, sleeping meanwhile.
+    fn poll_until(&mut self, client: &mut Client, wake_ns: u64) {
+        let deadline = self.start + Duration::from_nanos(wake_ns);
+        let mut now = None;
+        client.poll_until(deadline, |tag, outcome| {
+            let t = *now.get_or_insert_with(|| self.now_ns());
+            self.complete(tag, outcome, t);
+        });
     }
 
     fn wait(&mut self, client: &mut Client) {

@@ -177,6 +177,14 @@ impl DataDir {
                 reason: "not a debitcore meta file".into(),
             })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // The shard directories first: a `meta` promises them (a
+                // kill between the two used to leave a directory that
+                // `inspect` called damaged).
+                for shard in 0..shards {
+                    let dir = shard_dir(path, shard);
+                    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                }
+                segment::sync_dir(path).map_err(io_err(path))?;
                 let tmp = path.join("meta.tmp");
                 std::fs::write(&tmp, format!("{META_PREFIX}{shards}\n")).map_err(io_err(&tmp))?;
                 File::open(&tmp)

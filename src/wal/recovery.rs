@@ -219,6 +219,13 @@ pub fn recover(
                     std::fs::remove_file(later).map_err(io(later))?;
                 }
                 kept.push((first_lsn, path.clone()));
+                if let Err(e) = segment.prepare_for_appending(offset) {
+                    // Only slower syncs follow (whole large folios).
+                    notes.push(format!(
+                        "could not ready {} for appending: {e}",
+                        path.display()
+                    ));
+                }
                 tail = Some((segment, offset));
                 break;
             }

@@ -4,9 +4,17 @@
 //! mapped, so a full disk shows up as an error here, at allocation, never as
 //! SIGBUS on a store into the mapping. Its first [`SEGMENT_HEADER_BYTES`]
 //! bytes name it (magic, shard, first LSN, checksum); records follow.
+//!
+//! The mapping a writer appends through is advised `MADV_RANDOM`. Without
+//! it, page-cache readahead behind the sequential write faults grows the
+//! file's folios up to 2 MiB (ext4 has large folios), and a folio is
+//! written back whole: once a segment held ~30 MB, every `fdatasync` of a
+//! 48-byte record wrote 2 MiB (3-4 ms instead of 0.15 ms; PERF.md,
+//! "Durable latency"). With random advice every fault brings in one 4 KiB
+//! page, so a sync writes only the pages the group touched.
 
 use super::Faults;
-use memmap2::MmapMut;
+use memmap2::{Advice, MmapMut};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,6 +27,12 @@ pub(crate) const MAGIC: &[u8; 8] = b"DCWALSG1";
 pub fn segment_name(first_lsn: u64) -> String {
     format!("{first_lsn:020}.wal")
 }
+
+/// The name of a shard's spare: a file made ready (preallocated and
+/// written with zeros) in the background to become the next segment. Its
+/// `.tmp` ending makes recovery remove one left behind; nothing in it is
+/// ever relied on.
+pub const SPARE_NAME: &str = "spare-segment.tmp";
 
 /// The first LSN a segment file name promises, if it is one.
 pub fn parse_segment_name(name: &str) -> Option<u64> {
@@ -55,6 +69,7 @@ impl Segment {
         let made = (|| {
             rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes as u64)?;
             let mut map = map_file(&file)?;
+            map.advise(Advice::Random)?;
             map[..SEGMENT_HEADER_BYTES].copy_from_slice(&header(shard, first_lsn));
             map.flush_range(0, SEGMENT_HEADER_BYTES)?;
             sync_dir(dir)?;
@@ -70,6 +85,113 @@ impl Segment {
             Err(e) => {
                 // Leave nothing half-made behind: a later open must not find
                 // a segment without a header.
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    }
+
+    /// Readies a recovered segment for appending at `offset` (everything
+    /// from there on is zeros: recovery made sure). Recovery read it
+    /// through readahead, which left it cached in large folios that a sync
+    /// would write back whole. So: map it again with random advice (see
+    /// the module comment), drop the file's clean cached pages (all of it
+    /// is on disk), and write the zeros after `offset`'s page again, a page
+    /// at a time, as a spare is made: 4 KiB folios, written extents, and no
+    /// page the worker touches next has to be read from the disk (see
+    /// [`Segment::make_spare`]). The segment's contents do not change.
+    ///
+    /// A failure leaves the segment usable, only slower to sync.
+    pub fn prepare_for_appending(&mut self, offset: usize) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        const PAGE_BYTES: usize = 4096;
+        let fresh = map_file(&self.file)?;
+        fresh.advise(Advice::Random)?;
+        // The new mapping has no pages yet (nothing is touched through it
+        // before the old one is gone), so dropping the old one leaves the
+        // cached pages unmapped, and the advice can drop them.
+        drop(std::mem::replace(&mut self.map, fresh));
+        rustix::fs::fadvise(&*self.file, 0, None, rustix::fs::Advice::DontNeed)?;
+        let zeros = [0u8; PAGE_BYTES];
+        let mut at = offset.next_multiple_of(PAGE_BYTES);
+        while at < self.map.len() {
+            let n = PAGE_BYTES.min(self.map.len() - at);
+            self.file.write_all_at(&zeros[..n], at as u64)?;
+            at += n;
+        }
+        self.file.sync_data()
+    }
+
+    /// Makes the shard's spare segment file (see [`SPARE_NAME`]): `bytes`
+    /// long, fallocated (so a full disk fails here), then written with
+    /// zeros and synced, so that its extents are written, not unwritten.
+    /// Syncing a record into an unwritten extent converts the extent, and
+    /// without a journal ext4 then writes the inode synchronously too: an
+    /// extra device write per `fdatasync` (PERF.md, "Durable latency").
+    ///
+    /// The zeros go in one page per `pwrite`, so the page cache holds the
+    /// file in 4 KiB folios, as the log's random-advised mapping wants
+    /// them, and keeps them: were they dropped, every first touch of a
+    /// page through the mapping would read it back from the disk (the
+    /// kernel knows written zeros only as data), on the worker thread.
+    /// Slow (the whole file is written once), so it runs off the worker,
+    /// and it syncs every MiB: one sync of the whole file
+    /// kept the disk busy for 100 ms and more, and the flusher's syncs
+    /// waited behind it.
+    pub fn make_spare(dir: &Path, bytes: usize) -> io::Result<File> {
+        use std::os::unix::fs::FileExt;
+        const PAGE_BYTES: usize = 4096;
+        const SPARE_SYNC_BYTES: usize = 1 << 20;
+        let path = dir.join(SPARE_NAME);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes as u64)?;
+        let zeros = [0u8; PAGE_BYTES];
+        let mut at = 0;
+        while at < bytes {
+            let n = PAGE_BYTES.min(bytes - at);
+            file.write_all_at(&zeros[..n], at as u64)?;
+            at += n;
+            if at % SPARE_SYNC_BYTES == 0 || at == bytes {
+                file.sync_data()?;
+            }
+        }
+        Ok(file)
+    }
+
+    /// Turns the spare made by [`Segment::make_spare`] into the segment
+    /// whose first record has `first_lsn`: renames it, maps it and writes
+    /// the header. Nothing is synced here: before anything in it is
+    /// acknowledged, the file and the directory must be (the caller hands
+    /// both to the flusher).
+    pub fn from_spare(dir: &Path, shard: usize, first_lsn: u64, file: File) -> io::Result<Segment> {
+        let path = dir.join(segment_name(first_lsn));
+        if path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a segment of that name exists",
+            ));
+        }
+        std::fs::rename(dir.join(SPARE_NAME), &path)?;
+        let mapped = (|| {
+            let mut map = map_file(&file)?;
+            map.advise(Advice::Random)?;
+            map[..SEGMENT_HEADER_BYTES].copy_from_slice(&header(shard, first_lsn));
+            Ok::<MmapMut, io::Error>(map)
+        })();
+        match mapped {
+            Ok(map) => Ok(Segment {
+                path,
+                first_lsn,
+                file: Arc::new(file),
+                map,
+            }),
+            Err(e) => {
+                // As in `create`: no segment without a header is left.
                 let _ = std::fs::remove_file(&path);
                 Err(e)
             }
@@ -143,6 +265,52 @@ mod tests {
         let path = dir.join(segment_name(17));
         assert!(Segment::open(&path, 3).unwrap().is_ok());
         assert!(Segment::open(&path, 4).unwrap().is_err(), "wrong shard");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_spare_becomes_a_segment_that_reopens() {
+        let dir = tempdir();
+        let spare = Segment::make_spare(&dir, 1 << 16).unwrap();
+        assert!(dir.join(SPARE_NAME).exists());
+        let seg = Segment::from_spare(&dir, 2, 9, spare).unwrap();
+        assert_eq!(seg.map.len(), 1 << 16);
+        assert!(seg.map[SEGMENT_HEADER_BYTES..].iter().all(|&b| b == 0));
+        seg.file.sync_data().unwrap();
+        drop(seg);
+        assert!(!dir.join(SPARE_NAME).exists(), "renamed, not copied");
+        let path = dir.join(segment_name(9));
+        assert!(Segment::open(&path, 2).unwrap().is_ok());
+        let again = Segment::make_spare(&dir, 1 << 16).unwrap();
+        assert!(
+            Segment::from_spare(&dir, 2, 9, again).is_err(),
+            "never over an existing segment"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn readying_a_tail_for_appending_keeps_its_contents() {
+        let dir = tempdir();
+        let faults = Faults::default();
+        let mut seg = Segment::create(&dir, 1, 5, 1 << 16, &faults).unwrap();
+        seg.map[SEGMENT_HEADER_BYTES..SEGMENT_HEADER_BYTES + 5000].fill(7);
+        seg.map.flush().unwrap();
+        let before = seg.map.to_vec();
+        seg.prepare_for_appending(SEGMENT_HEADER_BYTES + 5000)
+            .unwrap();
+        assert!(seg.map[..] == before[..]);
+        seg.map[SEGMENT_HEADER_BYTES + 5000] = 9;
+        seg.file.sync_data().unwrap();
+        drop(seg);
+        let again = Segment::open(&dir.join(segment_name(5)), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.map[SEGMENT_HEADER_BYTES + 4999], 7);
+        assert_eq!(again.map[SEGMENT_HEADER_BYTES + 5000], 9);
+        assert!(again.map[SEGMENT_HEADER_BYTES + 5001..]
+            .iter()
+            .all(|&b| b == 0));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

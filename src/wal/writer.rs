@@ -6,9 +6,14 @@
 //! the next round at once; the flusher syncs (one `fdatasync` for every
 //! commit that queued up meanwhile: group commit) and only then releases
 //! the outcomes. Flushing thus overlaps with applying the next rounds.
+//!
+//! The next segment is made ready in the background (a spare, see
+//! `Segment::make_spare`): switching segments on the worker is a rename
+//! and a mapping, and the syncs that make the switch durable (the new
+//! file and the directory) ride with the round's commit to the flusher.
 
 use super::record::{self, Record, RECORD_BYTES_MAX};
-use super::segment::{Segment, SEGMENT_HEADER_BYTES};
+use super::segment::{Segment, SEGMENT_HEADER_BYTES, SPARE_NAME};
 use super::snapshot;
 use super::{Durability, Faults, WalOptions};
 use std::fs::File;
@@ -32,7 +37,9 @@ pub struct ShardLog {
     /// Segments on disk, oldest first (first LSN, path).
     segments: Vec<(u64, PathBuf)>,
     /// Files finished since the last commit, still to be synced.
-    finished: Vec<Arc<File>>,
+    finished: Vec<ToSync>,
+    /// The next segment's file, being made ready off the worker thread.
+    spare: Option<JoinHandle<io::Result<File>>>,
     scratch: Vec<u8>,
     bytes_since_snapshot: u64,
     pub bytes_written: u64,
@@ -52,7 +59,7 @@ impl ShardLog {
             Some((segment, offset)) => (Some(segment), offset),
             None => (None, 0),
         };
-        ShardLog {
+        let mut log = ShardLog {
             dir,
             shard,
             options,
@@ -61,9 +68,23 @@ impl ShardLog {
             next_lsn,
             segments,
             finished: Vec::new(),
+            spare: None,
             scratch: Vec::with_capacity(RECORD_BYTES_MAX),
             bytes_since_snapshot,
             bytes_written: 0,
+        };
+        log.start_spare();
+        log
+    }
+
+    /// Waits for the spare being made and removes it. Before recovery
+    /// looks at the directory again (it removes `.tmp` files), and at the
+    /// end: a spare maker must never outlive its log, or it could write
+    /// zeros into a file that has become a segment since.
+    pub fn stop_spare(&mut self) {
+        if let Some(handle) = self.spare.take() {
+            let _ = handle.join();
+            let _ = std::fs::remove_file(self.dir.join(SPARE_NAME));
         }
     }
 
@@ -88,20 +109,77 @@ impl ShardLog {
             .segment_bytes
             .max(SEGMENT_HEADER_BYTES + bytes)
             .next_multiple_of(4096);
-        let next = Segment::create(
+        let next = self.next_segment(size)?;
+        self.segments.push((next.first_lsn, next.path.clone()));
+        self.segment = Some(next);
+        self.offset = SEGMENT_HEADER_BYTES;
+        if self.spare.is_none() {
+            self.start_spare();
+        }
+        Ok(())
+    }
+
+    /// The segment that follows: the spare when it is ready (or, for the
+    /// first segment of this log, once it is), else one made here.
+    fn next_segment(&mut self, size: usize) -> io::Result<Segment> {
+        self.options.faults.allocation()?;
+        let first = self.segment.is_none();
+        let ready = self
+            .spare
+            .as_ref()
+            .is_some_and(|h| first || h.is_finished());
+        if ready {
+            let made = self.spare.take().expect("checked").join();
+            match made {
+                Ok(Ok(file)) if file.metadata().is_ok_and(|m| m.len() >= size as u64) => {
+                    let switched = File::open(&self.dir).and_then(|dir| {
+                        let next = Segment::from_spare(&self.dir, self.shard, self.next_lsn, file)?;
+                        Ok((dir, next))
+                    });
+                    match switched {
+                        Ok((dir, next)) => {
+                            // The new name must be durable before anything
+                            // in the file is acknowledged.
+                            self.finished.push(ToSync::whole(dir));
+                            return Ok(next);
+                        }
+                        Err(e) => self.spare_failed(&e),
+                    }
+                }
+                Ok(Ok(_)) => {} // smaller than this segment must be
+                Ok(Err(e)) => self.spare_failed(&e),
+                Err(_) => self.spare_failed(&io::Error::other("spare maker panicked")),
+            }
+            // What is left of it would only take space (a full disk).
+            let _ = std::fs::remove_file(self.dir.join(SPARE_NAME));
+        }
+        Segment::create(
             &self.dir,
             self.shard,
             self.next_lsn,
             size,
-            &self.options.faults,
-        )?;
-        if let Some(done) = self.segment.take() {
-            self.finished.push(Arc::clone(&done.file));
-        }
-        self.segments.push((next.first_lsn, next.path.clone()));
-        self.segment = Some(next);
-        self.offset = SEGMENT_HEADER_BYTES;
-        Ok(())
+            &Faults::default(),
+        )
+    }
+
+    fn spare_failed(&self, e: &io::Error) {
+        // Not fatal: a segment is made on the worker instead (which
+        // reports a full disk as such).
+        eprintln!(
+            "debitcore: shard {}: no spare segment ready: {e}",
+            self.shard
+        );
+    }
+
+    /// Starts making the next segment's file in the background.
+    fn start_spare(&mut self) {
+        let dir = self.dir.clone();
+        let bytes = self.options.segment_bytes.next_multiple_of(4096);
+        let spawned = std::thread::Builder::new()
+            .name(format!("debitcore-spare-{}", self.shard))
+            .spawn(move || Segment::make_spare(&dir, bytes));
+        // Without a thread, segments are made on the worker as before.
+        self.spare = spawned.ok();
     }
 
     /// Appends one record (room reserved before); returns its LSN.
@@ -122,10 +200,10 @@ impl ShardLog {
     }
 
     /// The files a commit of everything appended so far must sync.
-    pub fn files_to_sync(&mut self) -> Vec<Arc<File>> {
+    pub fn files_to_sync(&mut self) -> Vec<ToSync> {
         let mut files = std::mem::take(&mut self.finished);
         if let Some(segment) = &self.segment {
-            files.push(Arc::clone(&segment.file));
+            files.push(ToSync::data(&segment.file));
         }
         files
     }
@@ -159,9 +237,46 @@ impl ShardLog {
     }
 }
 
+impl Drop for ShardLog {
+    fn drop(&mut self) {
+        self.stop_spare();
+    }
+}
+
+/// A file a commit must make durable.
+pub struct ToSync {
+    file: Arc<File>,
+    /// `fsync` rather than `fdatasync`: a directory whose entries changed.
+    whole: bool,
+}
+
+impl ToSync {
+    fn data(file: &Arc<File>) -> ToSync {
+        ToSync {
+            file: Arc::clone(file),
+            whole: false,
+        }
+    }
+
+    fn whole(file: File) -> ToSync {
+        ToSync {
+            file: Arc::new(file),
+            whole: true,
+        }
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        if self.whole {
+            self.file.sync_all()
+        } else {
+            self.file.sync_data()
+        }
+    }
+}
+
 /// A batch of outcomes waiting for its records to be durable.
 struct Commit<T> {
-    files: Vec<Arc<File>>,
+    files: Vec<ToSync>,
     upto_lsn: u64,
     payload: T,
 }
@@ -215,7 +330,7 @@ impl<T: Send + 'static> Flusher<T> {
         }
     }
 
-    pub fn commit(&self, files: Vec<Arc<File>>, upto_lsn: u64, payload: T) {
+    pub fn commit(&self, files: Vec<ToSync>, upto_lsn: u64, payload: T) {
         self.state.pending.fetch_add(1, Ordering::SeqCst);
         let commit = Commit {
             files,
@@ -292,10 +407,10 @@ fn flusher<T>(
             let mut synced: Vec<&Arc<File>> = Vec::new();
             let result = (|| {
                 faults.flush()?;
-                for file in group.iter().flat_map(|c| &c.files) {
-                    if !synced.iter().any(|s| Arc::ptr_eq(s, file)) {
-                        file.sync_data()?;
-                        synced.push(file);
+                for to_sync in group.iter().flat_map(|c| &c.files) {
+                    if !synced.iter().any(|s| Arc::ptr_eq(s, &to_sync.file)) {
+                        to_sync.sync()?;
+                        synced.push(&to_sync.file);
                     }
                 }
                 Ok::<(), io::Error>(())
