@@ -34,6 +34,7 @@ use crate::outcome::{Code, Outcome};
 use crate::request::{AccountId, Request};
 use crate::risk::RiskPolicy;
 use crate::shard::{Shard, ShardStats};
+use crate::table::KeySpare;
 use crate::wal::record::Record;
 use crate::wal::recovery::{self, Recovered};
 use crate::wal::writer::{Flusher, ShardLog};
@@ -504,6 +505,7 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
     let port = &inner.ports[index];
     let mut round: Vec<Batch> = Vec::with_capacity(WORKER_MESSAGES_PER_ROUND_MAX);
     let mut rounds: u64 = 0;
+    let mut spare = SpareMaker::default();
     loop {
         while round.len() < WORKER_MESSAGES_PER_ROUND_MAX {
             match port.queue.pop() {
@@ -615,6 +617,35 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
         }
         if rounds == 1 || rounds.is_multiple_of(64) {
             publish_stats(port, &shard, durable.as_ref());
+        }
+        spare.tend(index, &mut shard);
+    }
+}
+
+/// Makes the key table's next table ready on a thread of its own, so the
+/// kernel's zeroing of its pages (hundreds of MiB for a large table; ~400 ms
+/// rounds when the worker faulted them in itself) happens off the worker.
+#[derive(Default)]
+struct SpareMaker {
+    job: Option<JoinHandle<KeySpare>>,
+}
+
+impl SpareMaker {
+    fn tend(&mut self, index: usize, shard: &mut Shard) {
+        if let Some(job) = self.job.take_if(|job| job.is_finished()) {
+            // A table that no longer fits (the shard grew without it) is
+            // dropped by `give_key_spare`.
+            if let Ok(table) = job.join() {
+                shard.give_key_spare(table);
+            }
+        }
+        if self.job.is_none() {
+            if let Some(capacity) = shard.key_spare_wanted() {
+                self.job = std::thread::Builder::new()
+                    .name(format!("debitcore-spare-{index}"))
+                    .spawn(move || KeySpare::make(capacity))
+                    .ok();
+            }
         }
     }
 }

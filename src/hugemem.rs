@@ -66,6 +66,16 @@ impl<T: Zeroable> ZeroedArray<T> {
     }
 }
 
+impl<T: Zeroable> ZeroedArray<T> {
+    /// Faults every page in now (`MADV_POPULATE_WRITE`), so that first
+    /// writes later find them ready: the kernel's zeroing happens here, on
+    /// the calling thread. Advice only: on a kernel without it, nothing
+    /// happens and pages are faulted in on first touch as usual.
+    pub fn populate(&self) {
+        let _ = self.map.advise(Advice::PopulateWrite);
+    }
+}
+
 impl<T: Zeroable> Deref for ZeroedArray<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {

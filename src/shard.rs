@@ -27,7 +27,7 @@ use crate::money::{AmountArg, Currency};
 use crate::outcome::{Code, Info, Outcome};
 use crate::request::{AccountId, LimitsArg, Op, Request, TxnId};
 use crate::risk::{Limits, RiskContext, RiskDecision, RiskPolicy, SpecRules, Velocity};
-use crate::table::{KeyRecord, KeyTable};
+use crate::table::{KeyRecord, KeySpare, KeyTable};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -208,6 +208,16 @@ impl Shard {
             old.records().for_each(|record| bigger.insert(*record));
             self.keys = bigger;
         }
+    }
+
+    /// The capacity of key table the next growth will need, once it is
+    /// near; see [`KeySpare`]. Memory only: no effect on any outcome.
+    pub(crate) fn key_spare_wanted(&self) -> Option<usize> {
+        self.keys.spare_wanted()
+    }
+
+    pub(crate) fn give_key_spare(&mut self, spare: KeySpare) {
+        self.keys.give_spare(spare);
     }
 
     /// Moves engine time to `now_ms` (never backwards): expires the holds
