@@ -303,9 +303,20 @@ impl Engine {
                 }
             }
         }
+        // Routing by hash gives a shard n/shards ± a few standard
+        // deviations (sqrt(n/shards)): room for 4 of them, so that the
+        // busiest shard's account array does not double for a few extra.
+        let per_shard = |n: usize| {
+            let mean = n.div_ceil(shards);
+            if mean == 0 {
+                0
+            } else {
+                mean + 4 * mean.isqrt() + 64
+            }
+        };
         let (expected_accounts, expected_keys) = (
-            config.expected_accounts.div_ceil(shards),
-            config.expected_keys.div_ceil(shards),
+            per_shard(config.expected_accounts),
+            per_shard(config.expected_keys),
         );
         let workers = states
             .into_iter()
