@@ -634,6 +634,10 @@ impl<'a> ShardScan<'a> {
                 segments.push((lsn, entry.path()));
             } else if let Some(lsn) = parse_snapshot_name(&name) {
                 snapshots.push((lsn, entry.path()));
+            } else if name == crate::wal::segment::SPARE_NAME {
+                self.summary.notes.push(format!(
+                    "{name}: the next segment, made ready ahead; never relied on (recovery removes it)"
+                ));
             } else if name.ends_with(".tmp") {
                 self.summary.notes.push(format!(
                     "{name}: an interrupted snapshot, never relied on (recovery removes it)"
