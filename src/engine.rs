@@ -566,6 +566,7 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
         } else if inner.clock == ClockMode::Wall {
             shard.advance_to(wall_ms());
         }
+        spare.tend(index, &mut shard, round.iter().map(|b| b.items.len()).sum());
         // One pass over every request of the round, in order, so that the
         // prefetching runs ahead across batch boundaries (client batches
         // are often small).
@@ -629,7 +630,6 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
         if rounds == 1 || rounds.is_multiple_of(64) {
             publish_stats(port, &shard, durable.as_ref());
         }
-        spare.tend(index, &mut shard);
     }
 }
 
@@ -642,8 +642,14 @@ struct SpareMaker {
 }
 
 impl SpareMaker {
-    fn tend(&mut self, index: usize, shard: &mut Shard) {
-        if let Some(job) = self.job.take_if(|job| job.is_finished()) {
+    /// Before a round of `upcoming` requests: takes a finished spare, or
+    /// waits for an unfinished one if the round may grow the table (its
+    /// pages are part faulted in already; growing without it would throw
+    /// that work away and fault in a table again, on the worker); starts
+    /// a spare when the table wants one.
+    fn tend(&mut self, index: usize, shard: &mut Shard, upcoming: usize) {
+        let growing = shard.keys_would_grow(upcoming);
+        if let Some(job) = self.job.take_if(|job| growing || job.is_finished()) {
             // A table that no longer fits (the shard grew without it) is
             // dropped by `give_key_spare`.
             if let Ok(table) = job.join() {

@@ -216,6 +216,11 @@ impl Shard {
         self.keys.spare_wanted()
     }
 
+    /// Whether `more` new keys would make the key table grow.
+    pub(crate) fn keys_would_grow(&self, more: usize) -> bool {
+        self.keys.would_grow(more)
+    }
+
     pub(crate) fn give_key_spare(&mut self, spare: KeySpare) {
         self.keys.give_spare(spare);
     }

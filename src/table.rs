@@ -352,6 +352,11 @@ impl KeyTable {
         due.then_some(capacity * 2)
     }
 
+    /// Whether `more` new keys would make the table grow.
+    pub fn would_grow(&self, more: usize) -> bool {
+        self.current.full(more)
+    }
+
     /// Keeps `spare` for the next growth if it fits it; else drops it.
     pub fn give_spare(&mut self, spare: KeySpare) {
         if spare.0.cells.len() == self.current.cells.len() * 2 && spare.0.len == 0 {
