@@ -279,6 +279,8 @@ struct Producer<'a> {
     slot: &'a ProducerSlot,
     in_flight: InFlight,
     book: Book,
+    /// Whether the mix sends refunds (and so needs `book.refundable`).
+    refunds_in_mix: bool,
     counts: Counts,
     latencies: Histogram<u64>,
     sent: u64,
@@ -305,6 +307,7 @@ impl<'a> Producer<'a> {
             slot,
             in_flight: InFlight::new(config.in_flight),
             book: Book::default(),
+            refunds_in_mix: config.mix.share(OpKind::Refund) > 0.0,
             counts: Counts::default(),
             latencies: new_histogram(),
             sent: 0,
@@ -587,7 +590,9 @@ impl<'a> Producer<'a> {
         self.counts.outcomes[pending.kind.index()][outcome.code as usize] += 1;
         self.counts.replayed += u64::from(outcome.replayed);
         match (pending.kind, outcome.code) {
-            (OpKind::Debit, Code::Ok) => {
+            // Only a mix with refunds needs the book of refundable debits
+            // (a random write into a large array per ok debit otherwise).
+            (OpKind::Debit, Code::Ok) if self.refunds_in_mix => {
                 self.book
                     .add_refundable(pending.account, pending.id, &mut self.rng);
             }
