@@ -66,13 +66,33 @@ impl Segment {
             .write(true)
             .create_new(true)
             .open(&path)?;
+        if let Err(e) =
+            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes as u64)
+        {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        Segment::map_with_header(path, file, shard, first_lsn, |map| {
+            map.flush_range(0, SEGMENT_HEADER_BYTES)?;
+            sync_dir(dir)
+        })
+    }
+
+    /// Maps `file` (named `path` already), writes the segment header into
+    /// the mapping and runs `finish` on it. On any error the file is
+    /// removed: a later open must not find a segment without a header.
+    fn map_with_header(
+        path: PathBuf,
+        file: File,
+        shard: usize,
+        first_lsn: u64,
+        finish: impl FnOnce(&mut MmapMut) -> io::Result<()>,
+    ) -> io::Result<Segment> {
         let made = (|| {
-            rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, bytes as u64)?;
             let mut map = map_file(&file)?;
             map.advise(Advice::Random)?;
             map[..SEGMENT_HEADER_BYTES].copy_from_slice(&header(shard, first_lsn));
-            map.flush_range(0, SEGMENT_HEADER_BYTES)?;
-            sync_dir(dir)?;
+            finish(&mut map)?;
             Ok::<MmapMut, io::Error>(map)
         })();
         match made {
@@ -83,8 +103,6 @@ impl Segment {
                 map,
             }),
             Err(e) => {
-                // Leave nothing half-made behind: a later open must not find
-                // a segment without a header.
                 let _ = std::fs::remove_file(&path);
                 Err(e)
             }
@@ -177,25 +195,7 @@ impl Segment {
             ));
         }
         std::fs::rename(dir.join(SPARE_NAME), &path)?;
-        let mapped = (|| {
-            let mut map = map_file(&file)?;
-            map.advise(Advice::Random)?;
-            map[..SEGMENT_HEADER_BYTES].copy_from_slice(&header(shard, first_lsn));
-            Ok::<MmapMut, io::Error>(map)
-        })();
-        match mapped {
-            Ok(map) => Ok(Segment {
-                path,
-                first_lsn,
-                file: Arc::new(file),
-                map,
-            }),
-            Err(e) => {
-                // As in `create`: no segment without a header is left.
-                let _ = std::fs::remove_file(&path);
-                Err(e)
-            }
-        }
+        Segment::map_with_header(path, file, shard, first_lsn, |_| Ok(()))
     }
 
     /// Maps an existing segment and checks its header.
