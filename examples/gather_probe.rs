@@ -21,7 +21,10 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("MAX_MIB: a number"))
         .unwrap_or(4096);
-    println!("{:>9} {:>14} {:>14}", "MiB", "ns/independent", "ns/dependent");
+    println!(
+        "{:>9} {:>14} {:>14}",
+        "MiB", "ns/independent", "ns/dependent"
+    );
     let mut mib = 1;
     while mib <= max_mib {
         let (independent, dependent) = measure(mib << 20);

@@ -67,11 +67,11 @@ impl AccountIndex {
         self.cells.len() * std::mem::size_of::<u64>()
     }
 
-    /// The cell where the account's probe starts: prefetch it, and the
-    /// lookup that follows hits the cache.
+    /// The cell where the probe of the account whose [`hash32`] is `h`
+    /// starts: prefetch it, and the lookup that follows hits the cache.
     #[inline]
-    pub fn home_of(&self, account: AccountId) -> &u64 {
-        &self.cells[home(hash32(account), self.cells.len())]
+    pub fn home_by_hash(&self, h: u32) -> &u64 {
+        &self.cells[home(h, self.cells.len())]
     }
 
     /// The slot of `account`, if it has one. `is` tells whether a candidate
@@ -79,7 +79,11 @@ impl AccountIndex {
     /// slots whose cell hash matches.
     #[inline]
     pub fn get(&self, account: AccountId, is: impl Fn(u32) -> bool) -> Option<u32> {
-        let h = hash32(account);
+        self.get_by_hash(hash32(account), is)
+    }
+
+    #[inline]
+    fn get_by_hash(&self, h: u32, is: impl Fn(u32) -> bool) -> Option<u32> {
         let capacity = self.cells.len();
         let mut pos = home(h, capacity);
         loop {
@@ -97,11 +101,12 @@ impl AccountIndex {
         }
     }
 
-    /// The slot of the first cell on the account's probe path whose hash
-    /// matches, without confirming it: for prefetching the account.
+    /// The slot of the first cell on the probe path of the account whose
+    /// [`hash32`] is `h` that has that hash, unconfirmed: for prefetching
+    /// the account.
     #[inline]
-    pub fn candidate(&self, account: AccountId) -> Option<u32> {
-        self.get(account, |_| true)
+    pub fn candidate_by_hash(&self, h: u32) -> Option<u32> {
+        self.get_by_hash(h, |_| true)
     }
 
     /// Adds `account` at `slot` (not 0). The caller has checked that the

@@ -141,6 +141,10 @@ pub struct Shard {
     /// `now_ms / DAY_MS`, kept with `now_ms` (a division per debit saved).
     today: u64,
     dedup_window_ms: u64,
+    /// `now_ms / dedup_window_ms`, kept with `now_ms` (the dedup-window
+    /// generation every new key record carries; a division per keyed
+    /// request saved).
+    generation: u64,
     /// Generation (now / window) up to which forgetting has been done.
     swept_generation: u64,
     policy: Option<Box<dyn RiskPolicy>>,
@@ -173,6 +177,7 @@ impl Shard {
             now_ms,
             today: now_ms / DAY_MS,
             dedup_window_ms,
+            generation: now_ms / dedup_window_ms,
             swept_generation: now_ms / dedup_window_ms,
             policy,
             ledger: Ledger::default(),
@@ -233,8 +238,9 @@ impl Shard {
         }
         self.now_ms = now_ms;
         self.today = now_ms / DAY_MS;
+        self.generation = now_ms / self.dedup_window_ms;
         self.expire_due_holds();
-        let generation = now_ms / self.dedup_window_ms;
+        let generation = self.generation;
         if generation != self.swept_generation {
             self.forget_before(generation);
         }
@@ -254,23 +260,31 @@ impl Shard {
         request_of: impl Fn(&T) -> &Request,
         mut each: impl FnMut(&T, Outcome),
     ) {
-        let far = 2 * PREFETCH_AHEAD;
-        for item in items.iter().take(far) {
-            self.prefetch_index(request_of(item));
+        const FAR: usize = 2 * PREFETCH_AHEAD;
+        // What stage one read of the requests between stage one and the
+        // apply, so stage two neither matches a request nor hashes again.
+        let mut ahead = [Ahead::NONE; FAR];
+        for (i, item) in items.iter().take(FAR).enumerate() {
+            ahead[i] = self.prefetch_index(request_of(item));
         }
         // Stage two's index lookups, kept for the apply (confirmed there).
         let mut hints = [0u32; PREFETCH_AHEAD];
-        for (i, item) in items.iter().take(PREFETCH_AHEAD).enumerate() {
-            hints[i] = self.prefetch_records(request_of(item));
+        for (i, a) in ahead
+            .iter()
+            .take(items.len().min(PREFETCH_AHEAD))
+            .enumerate()
+        {
+            hints[i] = self.prefetch_records(a);
         }
         for (i, item) in items.iter().enumerate() {
-            if let Some(later) = items.get(i + far) {
-                self.prefetch_index(request_of(later));
+            if let Some(later) = items.get(i + FAR) {
+                ahead[i % FAR] = self.prefetch_index(request_of(later));
             }
             self.slot_hint = hints[i % PREFETCH_AHEAD];
             let outcome = self.apply(request_of(item));
-            if let Some(later) = items.get(i + PREFETCH_AHEAD) {
-                hints[i % PREFETCH_AHEAD] = self.prefetch_records(request_of(later));
+            if i + PREFETCH_AHEAD < items.len() {
+                hints[i % PREFETCH_AHEAD] =
+                    self.prefetch_records(&ahead[(i + PREFETCH_AHEAD) % FAR]);
             }
             each(item, outcome);
         }
@@ -279,21 +293,23 @@ impl Shard {
 
     /// Prefetch stage one: the index cell where the account's lookup starts.
     #[inline]
-    fn prefetch_index(&self, request: &Request) {
-        if let Some(account) = request.account() {
-            prefetch(self.index.home_of(account));
+    fn prefetch_index(&self, request: &Request) -> Ahead {
+        let ahead = Ahead::of(request);
+        if ahead.has_account {
+            prefetch(self.index.home_by_hash(ahead.hash));
         }
+        ahead
     }
 
     /// Prefetch stage two: the account record and the key's table cells,
     /// found through the (by now cached) index without reading the record.
     /// Returns the slot found (unconfirmed), or 0.
     #[inline]
-    fn prefetch_records(&self, request: &Request) -> u32 {
-        let Some(account) = request.account() else {
+    fn prefetch_records(&self, ahead: &Ahead) -> u32 {
+        if !ahead.has_account {
             return 0;
-        };
-        let Some(slot) = self.index.candidate(account) else {
+        }
+        let Some(slot) = self.index.candidate_by_hash(ahead.hash) else {
             return 0;
         };
         if let Some(record) = self.accounts.get(slot as usize) {
@@ -302,7 +318,7 @@ impl Shard {
             prefetch(&record.id);
             prefetch(&record.frozen);
         }
-        if let Some(id) = request_id(request) {
+        if let Some(id) = ahead.id {
             self.keys.prefetch(slot, id);
         }
         slot
@@ -498,7 +514,8 @@ impl Shard {
     }
 
     fn generation(&self) -> u64 {
-        self.now_ms / self.dedup_window_ms
+        debug_assert_eq!(self.generation, self.now_ms / self.dedup_window_ms);
+        self.generation
     }
 
     fn open_account(
@@ -1171,6 +1188,7 @@ impl Shard {
         let mut shard = Shard::new(0, dedup_window_ms, policy);
         shard.now_ms = r.u64()?;
         shard.today = shard.now_ms / DAY_MS;
+        shard.generation = shard.now_ms / dedup_window_ms;
         shard.swept_generation = r.u64()?;
         let mut ledger = [0i128; 4];
         for v in &mut ledger {
@@ -1343,17 +1361,42 @@ impl SnapReader<'_> {
     }
 }
 
-/// The id a request is keyed by, if any (for prefetching).
-fn request_id(request: &Request) -> Option<TxnId> {
-    match *request {
-        Request::Deposit { id, .. }
-        | Request::Debit { id, .. }
-        | Request::Authorize { id, .. }
-        | Request::Increment { id, .. }
-        | Request::Capture { id, .. }
-        | Request::Void { id, .. }
-        | Request::Refund { id, .. } => Some(id),
-        _ => None,
+/// What the prefetch stages need of a request, read from it once: the index
+/// hash of its account and the id it is keyed by.
+#[derive(Clone, Copy)]
+struct Ahead {
+    has_account: bool,
+    hash: u32,
+    id: Option<TxnId>,
+}
+
+impl Ahead {
+    const NONE: Ahead = Ahead {
+        has_account: false,
+        hash: 0,
+        id: None,
+    };
+
+    #[inline]
+    fn of(request: &Request) -> Ahead {
+        let (account, id) = match *request {
+            Request::Deposit { id, account, .. }
+            | Request::Debit { id, account, .. }
+            | Request::Authorize { id, account, .. }
+            | Request::Increment { id, account, .. }
+            | Request::Capture { id, account, .. }
+            | Request::Void { id, account, .. }
+            | Request::Refund { id, account, .. } => (account, Some(id)),
+            _ => match request.account() {
+                Some(account) => (account, None),
+                None => return Ahead::NONE,
+            },
+        };
+        Ahead {
+            has_account: true,
+            hash: crate::index::hash32(account),
+            id,
+        }
     }
 }
 
