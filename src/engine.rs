@@ -143,6 +143,10 @@ struct Inner {
 /// The way into one shard.
 struct Port {
     queue: SegQueue<Batch>,
+    /// Its worker panicked: nothing will ever pop `queue` again, so a
+    /// batch pushed there is dropped instead (which fails a future's
+    /// reply; see [`FutureReply`]).
+    dead: AtomicBool,
     /// The worker is asleep, or about to be: a producer must wake it.
     parked: AtomicBool,
     sleep: Mutex<()>,
@@ -181,7 +185,7 @@ struct Done {
 
 enum Reply {
     Client(Arc<Inbox>),
-    Future(Arc<FutureSlot>),
+    Future(FutureReply),
 }
 
 /// Where a client's outcomes arrive, from any shard.
@@ -221,6 +225,7 @@ impl Engine {
                 CachePadded::new(Port {
                     queue: SegQueue::new(),
                     parked: AtomicBool::new(false),
+                    dead: AtomicBool::new(false),
                     sleep: Mutex::new(()),
                     wake: Condvar::new(),
                     stats: Mutex::new(ShardStats::default()),
@@ -336,6 +341,7 @@ impl Engine {
                         if std::panic::catch_unwind(run).is_err() {
                             // The panic message is already on stderr.
                             inner.failed.store(true, Ordering::SeqCst);
+                            inner.bury(index);
                         }
                     })
                     .expect("spawning a shard worker")
@@ -388,6 +394,7 @@ impl Engine {
         let slot = Arc::new(FutureSlot {
             remaining: AtomicUsize::new(shards.len()),
             state: Mutex::new((None, None)),
+            failed: AtomicBool::new(false),
         });
         for shard in shards {
             let batch = Batch {
@@ -397,7 +404,7 @@ impl Engine {
                     broadcast: false,
                     request: request.clone(),
                 }],
-                reply: Reply::Future(Arc::clone(&slot)),
+                reply: Reply::Future(FutureReply(Some(Arc::clone(&slot)))),
             };
             self.inner.push(shard, batch);
         }
@@ -450,7 +457,12 @@ impl Inner {
         port.queue.push(batch);
         // Pairs with the fence in `worker` between setting `parked` and
         // looking at the queue once more: one of the two sees the other.
+        // Likewise with the one in `bury`.
         fence(Ordering::SeqCst);
+        if port.dead.load(Ordering::Relaxed) {
+            self.drop_queued(port);
+            return;
+        }
         if port.parked.load(Ordering::Relaxed) {
             let _guard = port.sleep.lock();
             port.wake.notify_one();
@@ -458,6 +470,24 @@ impl Inner {
     }
 
     /// Answers batches pushed after the workers exited.
+    /// After shard `index`'s worker panicked: marks its port dead and drops
+    /// what waits in its queue. A push that comes after sees `dead` and
+    /// drops its batch itself (the two fences pair up), so no batch waits
+    /// forever for a worker that is gone: a future fails, a waiting client
+    /// sees `failed` and panics.
+    fn bury(&self, index: usize) {
+        let port = &self.ports[index];
+        port.dead.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        self.drop_queued(port);
+    }
+
+    fn drop_queued(&self, port: &Port) {
+        while let Some(batch) = port.queue.pop() {
+            drop(batch);
+        }
+    }
+
     fn answer_orphans(&self) {
         for port in &self.ports {
             while let Some(batch) = port.queue.pop() {
@@ -748,7 +778,8 @@ impl Reply {
                     inbox.wake.notify_one();
                 }
             }
-            Reply::Future(slot) => {
+            Reply::Future(mut reply) => {
+                let slot = reply.0.take().expect("delivered once");
                 for d in done {
                     slot.complete(d.outcome);
                 }
@@ -1059,6 +1090,26 @@ struct FutureSlot {
     /// Shards still to answer (more than one only for `advance_clock`).
     remaining: AtomicUsize,
     state: Mutex<(Option<Outcome>, Option<Waker>)>,
+    /// A shard will never answer: its worker panicked.
+    failed: AtomicBool,
+}
+
+/// A future's side of one batch. Delivering completes the future; dropped
+/// undelivered (the worker panicked with the batch in hand or in its
+/// queue), it fails the future, which then panics when polled, as a
+/// waiting [`Client`] does, instead of pending forever.
+struct FutureReply(Option<Arc<FutureSlot>>);
+
+impl Drop for FutureReply {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            let mut state = slot.state.lock();
+            slot.failed.store(true, Ordering::Release);
+            if let Some(waker) = state.1.take() {
+                waker.wake();
+            }
+        }
+    }
 }
 
 impl FutureSlot {
@@ -1099,6 +1150,11 @@ impl Future for OutcomeFuture {
         }
         let slot = self.slot.as_ref().expect("polled after completion");
         let mut state = slot.state.lock();
+        if slot.failed.load(Ordering::Acquire) {
+            drop(state);
+            self.slot = None;
+            panic!("debitcore: a shard worker panicked (see above); the engine cannot answer");
+        }
         if slot.remaining.load(Ordering::Acquire) == 0 {
             let outcome = state.0.expect("completed slots hold an outcome");
             drop(state);
@@ -1240,6 +1296,61 @@ mod tests {
         );
     }
 
+    /// A future whose worker panicked fails (panics when polled) instead of
+    /// pending forever: the one in hand when the worker died, one queued
+    /// behind it, and one submitted after.
+    #[test]
+    fn a_panicking_worker_fails_its_futures_instead_of_hanging_them() {
+        struct ExplodesOnBigDebits;
+        impl RiskPolicy for ExplodesOnBigDebits {
+            fn assess(
+                &mut self,
+                context: &crate::risk::RiskContext<'_>,
+            ) -> crate::risk::RiskDecision {
+                assert!(context.amount < 1000, "policy bug");
+                crate::risk::RiskDecision::Approve
+            }
+        }
+        let engine = Engine::start(EngineConfig {
+            shards: 1,
+            clock: ClockMode::Manual,
+            risk_policy: Some(Arc::new(|_| {
+                Box::new(ExplodesOnBigDebits) as Box<dyn RiskPolicy>
+            })),
+            ..EngineConfig::default()
+        });
+        assert_eq!(block_on(engine.submit_async(open(1))).code, Code::Ok);
+        assert_eq!(
+            block_on(engine.submit_async(deposit(1, 1, "500"))).code,
+            Code::Ok
+        );
+        let debit = |id, amount| Request::Debit {
+            id,
+            account: 1,
+            amount: AmountArg::parse(amount),
+        };
+        assert_eq!(block_on(engine.submit_async(debit(2, "1"))).code, Code::Ok);
+        let explodes = engine.submit_async(debit(3, "100"));
+        let queued = engine.submit_async(debit(4, "1"));
+        // Ok(None): still pending after 10 s; Err: the poll panicked.
+        let outcome = |future| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                block_on_for(future, Duration::from_secs(10))
+            }))
+        };
+        for future in [explodes, queued] {
+            assert!(
+                outcome(future).is_err(),
+                "the future fails instead of pending"
+            );
+        }
+        let after = engine.submit_async(debit(5, "1"));
+        assert!(
+            outcome(after).is_err(),
+            "a future submitted after the panic fails too"
+        );
+    }
+
     #[test]
     fn wall_clock_refuses_advance() {
         let engine = Engine::start(EngineConfig {
@@ -1298,6 +1409,12 @@ mod tests {
 
     /// A minimal executor: parks the thread until the waker unparks it.
     fn block_on<F: Future>(future: F) -> F::Output {
+        block_on_for(future, Duration::MAX).expect("no deadline")
+    }
+
+    /// Polls until ready, sleeping between wake-ups; `None` if still pending
+    /// after `limit` (a test that would otherwise hang fails instead).
+    fn block_on_for<F: Future>(future: F, limit: Duration) -> Option<F::Output> {
         use std::task::Wake;
         struct Unpark(std::thread::Thread);
         impl Wake for Unpark {
@@ -1305,14 +1422,21 @@ mod tests {
                 self.0.unpark();
             }
         }
+        let deadline = Instant::now().checked_add(limit);
         let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
         let mut cx = Context::from_waker(&waker);
         let mut future = std::pin::pin!(future);
         loop {
             if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-                return output;
+                return Some(output);
             }
-            std::thread::park();
+            match deadline {
+                None => std::thread::park(),
+                Some(deadline) => {
+                    let rest = deadline.checked_duration_since(Instant::now())?;
+                    std::thread::park_timeout(rest);
+                }
+            }
         }
     }
 }

@@ -726,7 +726,7 @@ impl Summary {
         );
         let e = self.engine;
         println!(
-            "  engine      {} accounts, {} keys, {} holds (active or remembered); tables {:.0} MB accounts + {:.0} MB keys (shard stats, refreshed every 1024 worker rounds)",
+            "  engine      {} accounts, {} keys, {} holds (active or remembered); tables {:.0} MB accounts + {:.0} MB keys (shard stats, refreshed every 64 worker rounds)",
             thousands(e.accounts as u64),
             thousands(e.keys as u64),
             thousands(e.holds as u64),
