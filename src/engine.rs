@@ -545,6 +545,9 @@ fn changes_state(request: &Request, outcome: &Outcome) -> bool {
 fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<DurableShard>) {
     let port = &inner.ports[index];
     let mut round: Vec<Batch> = Vec::with_capacity(WORKER_MESSAGES_PER_ROUND_MAX);
+    // The round's outcomes in request order (kept across rounds: no
+    // allocation per round once it has grown).
+    let mut outcomes: Vec<Outcome> = Vec::new();
     let mut rounds: u64 = 0;
     let mut spare = SpareMaker::default();
     loop {
@@ -601,18 +604,11 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
         // prefetching runs ahead across batch boundaries (client batches
         // are often small).
         let all: Vec<&Item> = round.iter().flat_map(|b| b.items.iter()).collect();
-        let mut dones: Vec<Vec<Done>> = round
-            .iter()
-            .map(|b| Vec::with_capacity(b.items.len()))
-            .collect();
-        let mut at = 0;
+        outcomes.clear();
         shard.apply_each(
             &all,
             |item| &item.request,
             |item, outcome| {
-                while dones[at].len() == round[at].items.len() {
-                    at += 1;
-                }
                 if let Some(d) = durable.as_mut() {
                     if changes_state(&item.request, &outcome) {
                         d.log.append(&Record::Request {
@@ -621,19 +617,29 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
                         });
                     }
                 }
-                dones[at].push(Done {
-                    tag: item.tag,
-                    kind: item.kind,
-                    broadcast: item.broadcast,
-                    outcome,
-                });
+                outcomes.push(outcome);
             },
         );
         drop(all);
+        // Each batch's outcomes go back in the allocation its requests came
+        // in (an in-place collect: a `Done` is smaller than an `Item`), whose
+        // lines the worker has just read, rather than in a new one.
+        let mut outcome_of = outcomes.drain(..);
         let mut replies: Vec<(Reply, Vec<Done>)> = Vec::with_capacity(round.len());
-        for (batch, done) in round.drain(..).zip(dones) {
-            replies.push((batch.reply, done));
+        for Batch { items, reply } in round.drain(..) {
+            let done: Vec<Done> = items
+                .into_iter()
+                .map(|item| Done {
+                    tag: item.tag,
+                    kind: item.kind,
+                    broadcast: item.broadcast,
+                    outcome: outcome_of.next().expect("one outcome per request"),
+                })
+                .collect();
+            replies.push((reply, done));
         }
+        debug_assert!(outcome_of.next().is_none());
+        drop(outcome_of);
         match durable.as_mut() {
             Some(d) => {
                 let files = d.log.files_to_sync();
