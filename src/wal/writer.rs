@@ -1,11 +1,12 @@
 //! Appending to a shard's log, and the flusher that makes it durable.
 //!
-//! The worker appends a round's records into the mapped segment (memcpy, no
-//! system call), then hands the flusher a `Commit`: the files to sync, the
-//! highest LSN written, and the outcomes to release. The worker goes on with
-//! the next round at once; the flusher syncs (one `fdatasync` for every
-//! commit that queued up meanwhile: group commit) and only then releases
-//! the outcomes. Flushing thus overlaps with applying the next rounds.
+//! The worker appends a round's records into the mapped segment (encoded in
+//! place, no system call), then hands the flusher a `Commit`: the files to
+//! sync, the highest LSN written, and the outcomes to release. The worker
+//! goes on with the next round at once; the flusher syncs (one `fdatasync`
+//! for every commit that queued up meanwhile: group commit) and only then
+//! releases the outcomes. Flushing thus overlaps with applying the next
+//! rounds.
 //!
 //! The next segment is made ready in the background (a spare, see
 //! `Segment::make_spare`): switching segments on the worker is a rename
@@ -40,7 +41,6 @@ pub struct ShardLog {
     finished: Vec<ToSync>,
     /// The next segment's file, being made ready off the worker thread.
     spare: Option<JoinHandle<io::Result<File>>>,
-    scratch: Vec<u8>,
     bytes_since_snapshot: u64,
     pub bytes_written: u64,
 }
@@ -69,7 +69,6 @@ impl ShardLog {
             segments,
             finished: Vec::new(),
             spare: None,
-            scratch: Vec::with_capacity(RECORD_BYTES_MAX),
             bytes_since_snapshot,
             bytes_written: 0,
         };
@@ -189,16 +188,26 @@ impl ShardLog {
         self.spare = spawned.ok();
     }
 
-    /// Appends one record (room reserved before); returns its LSN.
+    /// Appends one record (room reserved before); returns its LSN. The
+    /// record is encoded in place, straight into the mapped segment.
     pub fn append(&mut self, record: &Record) -> u64 {
         let lsn = self.next_lsn;
-        let size = record::encode(&mut self.scratch, lsn, record);
         let segment = self.segment.as_mut().expect("room was reserved");
-        segment.map[self.offset..self.offset + size].copy_from_slice(&self.scratch);
-        debug_assert!(matches!(
+        // `reserve` left RECORD_BYTES_MAX bytes per record reserved, and a
+        // record takes at most that: the whole room is in the segment.
+        let room = segment.map[self.offset..]
+            .first_chunk_mut::<RECORD_BYTES_MAX>()
+            .expect("room was reserved");
+        let size = record::encode_into(room, lsn, record);
+        debug_assert_eq!(
             record::decode(&segment.map[self.offset..]),
-            record::Frame::Valid { lsn: l, .. } if l == lsn
-        ));
+            record::Frame::Valid {
+                lsn,
+                record: record.clone(),
+                size
+            },
+            "a record appended does not read back"
+        );
         self.offset += size;
         self.next_lsn += 1;
         self.bytes_since_snapshot += size as u64;
