@@ -236,11 +236,11 @@ fn shard_workload(workload: &str, n: u64, rng: &mut Rng, tally: &mut Tally) -> R
 }
 
 /// Encodes N debit records in place into a preallocated buffer, as
-/// `ShardLog::append` does into its mapping (the request cloned into a
-/// `Record`, as the worker does); every record is read back
+/// `ShardLog::append_request` does into its mapping for the worker;
+/// every record is read back
 /// once at the end, so a record that stops encoding correctly fails.
 fn log_workload(n: u64, rng: &mut Rng, tally: &mut Tally) -> Result<(), String> {
-    use debitcore::wal::record::{self, Frame, Record};
+    use debitcore::wal::record::{self, Frame};
     let (accounts, _) = setup_requests(rng);
     let requests = debits(rng, &accounts);
     let mut segment = vec![0u8; requests.len() * record::RECORD_BYTES_MAX];
@@ -249,14 +249,7 @@ fn log_workload(n: u64, rng: &mut Rng, tally: &mut Tally) -> Result<(), String> 
         let room = segment[offset..]
             .first_chunk_mut::<{ record::RECORD_BYTES_MAX }>()
             .expect("room for every record");
-        let size = record::encode_into(
-            room,
-            lsn as u64 + 1,
-            &Record::Request {
-                request: request.clone(),
-                code: Code::Ok,
-            },
-        );
+        let size = record::encode_request_into(room, lsn as u64 + 1, request, Code::Ok);
         offset += size;
         tally.see(lsn as u64, Code::Ok, Code::Ok);
     }

@@ -97,12 +97,7 @@ pub type Room = [u8; RECORD_BYTES_MAX];
 /// copied afterwards.
 pub fn encode_into(room: &mut Room, lsn: u64, record: &Record) -> usize {
     match record {
-        Record::Request { request, code } => {
-            let mut put = Put::frame(room, lsn, Kind::Request);
-            put.u8(*code as u8);
-            put.request(request);
-            put.finish()
-        }
+        Record::Request { request, code } => encode_request_into(room, lsn, request, *code),
         Record::Tick { now_ms } => {
             let mut put = Put::frame(room, lsn, Kind::Tick);
             put.u64(*now_ms);
@@ -114,6 +109,16 @@ pub fn encode_into(room: &mut Room, lsn: u64, record: &Record) -> usize {
             put.finish()
         }
     }
+}
+
+/// Encodes the `Request` record of `request` answered `code`: what
+/// [`encode_into`] writes for a `Record::Request`, with no `Record` to
+/// build (the worker's requests are not cloned into one to be logged).
+pub fn encode_request_into(room: &mut Room, lsn: u64, request: &Request, code: Code) -> usize {
+    let mut put = Put::frame(room, lsn, Kind::Request);
+    put.u8(code as u8);
+    put.request(request);
+    put.finish()
 }
 
 /// Encodes one record into `out` (cleared first); returns its padded size.
@@ -1147,6 +1152,12 @@ mod tests {
                 let mut out = vec![1, 2, 3];
                 assert_eq!(encode(&mut out, lsn, record), size);
                 assert_eq!(out, expected, "{record:?} at LSN {lsn}");
+                if let Record::Request { request, code } = record {
+                    let mut room = [0x5a; RECORD_BYTES_MAX];
+                    assert_eq!(encode_request_into(&mut room, lsn, request, *code), size);
+                    assert_eq!(room[..size], expected[..], "{record:?} at LSN {lsn}");
+                    assert!(room[size..].iter().all(|&b| b == 0x5a), "{record:?}");
+                }
             }
         }
         // Every padding (0 to 7 bytes) and the largest record were seen.
