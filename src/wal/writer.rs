@@ -246,12 +246,11 @@ impl ShardLog {
     }
 
     /// The files a commit of everything appended so far must sync.
-    pub fn files_to_sync(&mut self) -> Vec<ToSync> {
-        let mut files = std::mem::take(&mut self.finished);
-        if let Some(segment) = &self.segment {
-            files.push(ToSync::data(&segment.file));
+    pub fn files_to_sync(&mut self) -> FilesToSync {
+        FilesToSync {
+            finished: std::mem::take(&mut self.finished),
+            current: self.segment.as_ref().map(|s| ToSync::data(&s.file)),
         }
-        files
     }
 
     pub fn snapshot_due(&self) -> bool {
@@ -320,9 +319,25 @@ impl ToSync {
     }
 }
 
+/// The files one commit must make durable: the segment being appended to,
+/// after those finished since the last commit (a segment left behind, a
+/// directory whose entries changed). Those are rare, so the usual commit,
+/// one per worker round, allocates nothing for its files (a `Vec` of one
+/// was a `malloc` on the worker and a `free` on the flusher per round).
+pub struct FilesToSync {
+    finished: Vec<ToSync>,
+    current: Option<ToSync>,
+}
+
+impl FilesToSync {
+    pub fn iter(&self) -> impl Iterator<Item = &ToSync> {
+        self.finished.iter().chain(&self.current)
+    }
+}
+
 /// A batch of outcomes waiting for its records to be durable.
 struct Commit<T> {
-    files: Vec<ToSync>,
+    files: FilesToSync,
     upto_lsn: u64,
     payload: T,
 }
@@ -376,7 +391,7 @@ impl<T: Send + 'static> Flusher<T> {
         }
     }
 
-    pub fn commit(&self, files: Vec<ToSync>, upto_lsn: u64, payload: T) {
+    pub fn commit(&self, files: FilesToSync, upto_lsn: u64, payload: T) {
         self.state.pending.fetch_add(1, Ordering::SeqCst);
         let commit = Commit {
             files,
@@ -453,7 +468,7 @@ fn flusher<T>(
             let mut synced: Vec<&Arc<File>> = Vec::new();
             let result = (|| {
                 faults.flush()?;
-                for to_sync in group.iter().flat_map(|c| &c.files) {
+                for to_sync in group.iter().flat_map(|c| c.files.iter()) {
                     if !synced.iter().any(|s| Arc::ptr_eq(s, &to_sync.file)) {
                         to_sync.sync()?;
                         synced.push(&to_sync.file);
