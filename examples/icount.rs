@@ -13,7 +13,7 @@
 //!   (spins, timed park wake-ups, heap layout), even with the client's
 //!   waiting excluded; see `benches/icount/README.md` for the spread
 //!   measured and how to count it by hand;
-//! - `log_record`: N debit records encoded (framing, CRC-32C) and copied into
+//! - `log_record`: N debit records encoded (framing, CRC-32C) in place into
 //!   a buffer standing in for the mapped segment: the CPU cost a durable
 //!   engine adds per debit, without the I/O (which instructions cannot count).
 //!
@@ -235,26 +235,21 @@ fn shard_workload(workload: &str, n: u64, rng: &mut Rng, tally: &mut Tally) -> R
     }
 }
 
-/// Encodes N debit records and copies each into a preallocated buffer, as
-/// `ShardLog::append` does into its mapping; every record is read back
+/// Encodes N debit records in place into a preallocated buffer, as
+/// `ShardLog::append_request` does into its mapping for the worker;
+/// every record is read back
 /// once at the end, so a record that stops encoding correctly fails.
 fn log_workload(n: u64, rng: &mut Rng, tally: &mut Tally) -> Result<(), String> {
-    use debitcore::wal::record::{self, Frame, Record};
+    use debitcore::wal::record::{self, Frame};
     let (accounts, _) = setup_requests(rng);
     let requests = debits(rng, &accounts);
     let mut segment = vec![0u8; requests.len() * record::RECORD_BYTES_MAX];
-    let mut scratch = Vec::with_capacity(record::RECORD_BYTES_MAX);
     let mut offset = 0;
     for (lsn, request) in black_box(&requests[..n as usize]).iter().enumerate() {
-        let size = record::encode(
-            &mut scratch,
-            lsn as u64 + 1,
-            &Record::Request {
-                request: request.clone(),
-                code: Code::Ok,
-            },
-        );
-        segment[offset..offset + size].copy_from_slice(&scratch);
+        let room = segment[offset..]
+            .first_chunk_mut::<{ record::RECORD_BYTES_MAX }>()
+            .expect("room for every record");
+        let size = record::encode_request_into(room, lsn as u64 + 1, request, Code::Ok);
         offset += size;
         tally.see(lsn as u64, Code::Ok, Code::Ok);
     }

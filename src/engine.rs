@@ -611,10 +611,7 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
             |item, outcome| {
                 if let Some(d) = durable.as_mut() {
                     if changes_state(&item.request, &outcome) {
-                        d.log.append(&Record::Request {
-                            request: item.request.clone(),
-                            code: outcome.code,
-                        });
+                        d.log.append_request(&item.request, outcome.code);
                     }
                 }
                 outcomes.push(outcome);

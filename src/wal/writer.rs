@@ -1,11 +1,12 @@
 //! Appending to a shard's log, and the flusher that makes it durable.
 //!
-//! The worker appends a round's records into the mapped segment (memcpy, no
-//! system call), then hands the flusher a `Commit`: the files to sync, the
-//! highest LSN written, and the outcomes to release. The worker goes on with
-//! the next round at once; the flusher syncs (one `fdatasync` for every
-//! commit that queued up meanwhile: group commit) and only then releases
-//! the outcomes. Flushing thus overlaps with applying the next rounds.
+//! The worker appends a round's records into the mapped segment (encoded in
+//! place, no system call), then hands the flusher a `Commit`: the files to
+//! sync, the highest LSN written, and the outcomes to release. The worker
+//! goes on with the next round at once; the flusher syncs (one `fdatasync`
+//! for every commit that queued up meanwhile: group commit) and only then
+//! releases the outcomes. Flushing thus overlaps with applying the next
+//! rounds.
 //!
 //! The next segment is made ready in the background (a spare, see
 //! `Segment::make_spare`): switching segments on the worker is a rename
@@ -16,6 +17,8 @@ use super::record::{self, Record, RECORD_BYTES_MAX};
 use super::segment::{Segment, SEGMENT_HEADER_BYTES, SPARE_NAME};
 use super::snapshot;
 use super::{Durability, Faults, WalOptions};
+use crate::outcome::Code;
+use crate::request::Request;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
@@ -40,7 +43,6 @@ pub struct ShardLog {
     finished: Vec<ToSync>,
     /// The next segment's file, being made ready off the worker thread.
     spare: Option<JoinHandle<io::Result<File>>>,
-    scratch: Vec<u8>,
     bytes_since_snapshot: u64,
     pub bytes_written: u64,
 }
@@ -69,7 +71,6 @@ impl ShardLog {
             segments,
             finished: Vec::new(),
             spare: None,
-            scratch: Vec::with_capacity(RECORD_BYTES_MAX),
             bytes_since_snapshot,
             bytes_written: 0,
         };
@@ -189,16 +190,54 @@ impl ShardLog {
         self.spare = spawned.ok();
     }
 
-    /// Appends one record (room reserved before); returns its LSN.
+    /// Appends one record (room reserved before); returns its LSN. The
+    /// record is encoded in place, straight into the mapped segment.
     pub fn append(&mut self, record: &Record) -> u64 {
+        self.append_with(
+            |room, lsn| record::encode_into(room, lsn, record),
+            || record.clone(),
+        )
+    }
+
+    /// Appends the `Request` record of `request` answered `code`, as
+    /// [`ShardLog::append`] would `Record::Request`, without the request
+    /// cloned into a `Record` first (which cost about as much as encoding
+    /// it).
+    pub fn append_request(&mut self, request: &Request, code: Code) -> u64 {
+        self.append_with(
+            |room, lsn| record::encode_request_into(room, lsn, request, code),
+            || Record::Request {
+                request: request.clone(),
+                code,
+            },
+        )
+    }
+
+    /// Appends what `encode` writes into the room at the end of the log;
+    /// in debug builds, checks that it reads back as `appended()`.
+    #[inline(always)]
+    fn append_with(
+        &mut self,
+        encode: impl FnOnce(&mut record::Room, u64) -> usize,
+        appended: impl FnOnce() -> Record,
+    ) -> u64 {
         let lsn = self.next_lsn;
-        let size = record::encode(&mut self.scratch, lsn, record);
         let segment = self.segment.as_mut().expect("room was reserved");
-        segment.map[self.offset..self.offset + size].copy_from_slice(&self.scratch);
-        debug_assert!(matches!(
+        // `reserve` left RECORD_BYTES_MAX bytes per record reserved, and a
+        // record takes at most that: the whole room is in the segment.
+        let room = segment.map[self.offset..]
+            .first_chunk_mut::<RECORD_BYTES_MAX>()
+            .expect("room was reserved");
+        let size = encode(room, lsn);
+        debug_assert_eq!(
             record::decode(&segment.map[self.offset..]),
-            record::Frame::Valid { lsn: l, .. } if l == lsn
-        ));
+            record::Frame::Valid {
+                lsn,
+                record: appended(),
+                size
+            },
+            "a record appended does not read back"
+        );
         self.offset += size;
         self.next_lsn += 1;
         self.bytes_since_snapshot += size as u64;
@@ -207,12 +246,11 @@ impl ShardLog {
     }
 
     /// The files a commit of everything appended so far must sync.
-    pub fn files_to_sync(&mut self) -> Vec<ToSync> {
-        let mut files = std::mem::take(&mut self.finished);
-        if let Some(segment) = &self.segment {
-            files.push(ToSync::data(&segment.file));
+    pub fn files_to_sync(&mut self) -> FilesToSync {
+        FilesToSync {
+            finished: std::mem::take(&mut self.finished),
+            current: self.segment.as_ref().map(|s| ToSync::data(&s.file)),
         }
-        files
     }
 
     pub fn snapshot_due(&self) -> bool {
@@ -281,9 +319,25 @@ impl ToSync {
     }
 }
 
+/// The files one commit must make durable: the segment being appended to,
+/// after those finished since the last commit (a segment left behind, a
+/// directory whose entries changed). Those are rare, so the usual commit,
+/// one per worker round, allocates nothing for its files (a `Vec` of one
+/// was a `malloc` on the worker and a `free` on the flusher per round).
+pub struct FilesToSync {
+    finished: Vec<ToSync>,
+    current: Option<ToSync>,
+}
+
+impl FilesToSync {
+    pub fn iter(&self) -> impl Iterator<Item = &ToSync> {
+        self.finished.iter().chain(&self.current)
+    }
+}
+
 /// A batch of outcomes waiting for its records to be durable.
 struct Commit<T> {
-    files: Vec<ToSync>,
+    files: FilesToSync,
     upto_lsn: u64,
     payload: T,
 }
@@ -337,7 +391,7 @@ impl<T: Send + 'static> Flusher<T> {
         }
     }
 
-    pub fn commit(&self, files: Vec<ToSync>, upto_lsn: u64, payload: T) {
+    pub fn commit(&self, files: FilesToSync, upto_lsn: u64, payload: T) {
         self.state.pending.fetch_add(1, Ordering::SeqCst);
         let commit = Commit {
             files,
@@ -414,7 +468,7 @@ fn flusher<T>(
             let mut synced: Vec<&Arc<File>> = Vec::new();
             let result = (|| {
                 faults.flush()?;
-                for to_sync in group.iter().flat_map(|c| &c.files) {
+                for to_sync in group.iter().flat_map(|c| c.files.iter()) {
                     if !synced.iter().any(|s| Arc::ptr_eq(s, &to_sync.file)) {
                         to_sync.sync()?;
                         synced.push(&to_sync.file);
