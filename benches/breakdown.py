@@ -12,7 +12,8 @@ from loadgen's steady rate (its `--json` summary).
     benches/breakdown.py [LOADGEN ARGS...]        e.g. --durability none
 
 Needs `perf` (Debian: linux-perf) and a release build of loadgen
-(`cargo build --release -p loadgen`). The sum of the buckets is the CPU a
+(`cargo build --release -p loadgen`; `LOADGEN=path` runs another binary,
+for a comparison). The sum of the buckets is the CPU a
 request costs on this machine, producers' work included: the figure the
 throughput of an N-core machine is bound by (N x 10^9 / sum requests/s).
 """
@@ -26,7 +27,7 @@ import tempfile
 
 FREQ_HZ = 1999
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOADGEN = os.path.join(ROOT, "target", "release", "loadgen")
+LOADGEN = os.environ.get("LOADGEN") or os.path.join(ROOT, "target", "release", "loadgen")
 
 # Kernel symbols of first touches of fresh anonymous memory (the kernel
 # zeroes every page; on this VM the host faults it in too).
