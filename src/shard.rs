@@ -208,7 +208,7 @@ impl Shard {
         self.accounts.reserve(accounts);
         self.index.reserve(accounts);
         if keys > self.keys.len() {
-            let mut bigger = KeyTable::with_capacity((self.keys.len() + keys) * 8 / 7 + 1);
+            let mut bigger = KeyTable::sized_for(self.keys.len() + keys);
             let old = std::mem::replace(&mut self.keys, KeyTable::new());
             old.records().for_each(|record| bigger.insert(*record));
             self.keys = bigger;
@@ -1252,7 +1252,7 @@ impl Shard {
             });
         }
         let keys = r.len(40)?;
-        shard.keys = KeyTable::with_capacity(keys * 8 / 7 + 1);
+        shard.keys = KeyTable::sized_for(keys);
         for _ in 0..keys {
             let id = r.u64()?;
             let slot = u32::try_from(r.u64()?).ok()?;
