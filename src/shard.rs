@@ -17,7 +17,9 @@
 //! Invariants (checked by [`Shard::check_invariants`] in debug builds):
 //! - every account: `available = balance - held >= -overdraft`, `held >= 0`;
 //! - every account: `held` = sum of what is left of its active holds;
-//! - money: sum of balances = ok deposits - ok debits - ok captures + ok refunds.
+//! - money: sum of balances = ok deposits - ok debits - ok captures + ok refunds;
+//! - refunds of an ok debit or capture add up to at most what it moved, which
+//!   its key record holds (a debit's amount) or `capture_amounts` beside it.
 
 use crate::hash::WordMap;
 use crate::hugemem::prefetch;
@@ -27,7 +29,7 @@ use crate::money::{AmountArg, Currency};
 use crate::outcome::{Code, Info, Outcome};
 use crate::request::{AccountId, LimitsArg, Op, Request, TxnId};
 use crate::risk::{Limits, RiskContext, RiskDecision, RiskPolicy, SpecRules, Velocity};
-use crate::table::{KeyRecord, KeySpare, KeyTable};
+use crate::table::{KeyRecord, KeySpare, KeyTable, Payload};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -134,6 +136,10 @@ pub struct Shard {
     holds: WordMap<(u32, TxnId), Hold>,
     /// Minor units refunded so far, per refundable original (slot, id).
     refunded: WordMap<(u32, TxnId), i64>,
+    /// Minor units each ok capture moved (what refunds of it may return),
+    /// by the capture's key (slot, id): its key record holds a fingerprint
+    /// of its fields, not an amount. Kept exactly as long as that key.
+    capture_amounts: WordMap<(u32, TxnId), i64>,
     /// Hold expiries, earliest first; an entry whose hold moved its expiry
     /// (increment) or ended is stale and skipped when it comes up.
     timers: BinaryHeap<Reverse<(u64, u32, TxnId)>>,
@@ -173,6 +179,7 @@ impl Shard {
             keys: KeyTable::new(),
             holds: WordMap::default(),
             refunded: WordMap::default(),
+            capture_amounts: WordMap::default(),
             timers: BinaryHeap::new(),
             now_ms,
             today: now_ms / DAY_MS,
@@ -336,22 +343,20 @@ impl Shard {
                 id,
                 account,
                 amount,
-            } => {
-                let fp = fingerprint(Op::Deposit, &[amount.fingerprint()]);
-                self.keyed(account, id, Op::Deposit, fp, |s, slot| {
-                    s.deposit(slot, amount)
-                })
-            }
+            } => self.keyed(
+                account,
+                id,
+                Op::Deposit,
+                Fields::Amount(amount),
+                |s, slot| s.deposit(slot, amount),
+            ),
             Request::Debit {
                 id,
                 account,
                 amount,
-            } => {
-                let fp = fingerprint(Op::Debit, &[amount.fingerprint()]);
-                self.keyed(account, id, Op::Debit, fp, |s, slot| {
-                    s.debit(slot, id, amount)
-                })
-            }
+            } => self.keyed(account, id, Op::Debit, Fields::Amount(amount), |s, slot| {
+                s.debit(slot, id, amount)
+            }),
             Request::Authorize {
                 id,
                 account,
@@ -360,7 +365,7 @@ impl Shard {
             } => {
                 let expires_in_ms = expires_in_ms.unwrap_or(HOLD_EXPIRES_IN_MS_DEFAULT);
                 let fp = fingerprint(Op::Authorize, &[amount.fingerprint(), expires_in_ms]);
-                self.keyed(account, id, Op::Authorize, fp, |s, slot| {
+                self.keyed(account, id, Op::Authorize, Fields::Hashed(fp), |s, slot| {
                     s.authorize(slot, id, amount, expires_in_ms)
                 })
             }
@@ -373,7 +378,7 @@ impl Shard {
             } => {
                 let expires = expires_in_ms.unwrap_or(u64::MAX);
                 let fp = fingerprint(Op::Increment, &[auth, amount.fingerprint(), expires]);
-                self.keyed(account, id, Op::Increment, fp, |s, slot| {
+                self.keyed(account, id, Op::Increment, Fields::Hashed(fp), |s, slot| {
                     s.increment(slot, auth, amount, expires_in_ms)
                 })
             }
@@ -388,13 +393,15 @@ impl Shard {
                     Op::Capture,
                     &[auth, optional_fingerprint(amount), u64::from(is_final)],
                 );
-                self.keyed(account, id, Op::Capture, fp, |s, slot| {
+                self.keyed(account, id, Op::Capture, Fields::Hashed(fp), |s, slot| {
                     s.capture(slot, auth, amount, is_final)
                 })
             }
             Request::Void { id, account, auth } => {
                 let fp = fingerprint(Op::Void, &[auth]);
-                self.keyed(account, id, Op::Void, fp, |s, slot| s.void(slot, auth))
+                self.keyed(account, id, Op::Void, Fields::Hashed(fp), |s, slot| {
+                    s.void(slot, auth)
+                })
             }
             Request::Refund {
                 id,
@@ -403,7 +410,7 @@ impl Shard {
                 amount,
             } => {
                 let fp = fingerprint(Op::Refund, &[of, optional_fingerprint(amount)]);
-                self.keyed(account, id, Op::Refund, fp, |s, slot| {
+                self.keyed(account, id, Op::Refund, Fields::Hashed(fp), |s, slot| {
                     s.refund(slot, of, amount)
                 })
             }
@@ -437,7 +444,7 @@ impl Shard {
                         code: Code::Ok,
                         replayed: false,
                         info: Info::Status {
-                            op: Op::from_u8(record.op),
+                            op: Op::from_u8(record.op()),
                             status: Code::from_u8(record.code),
                         },
                     },
@@ -469,26 +476,37 @@ impl Shard {
 
     /// The common frame of every keyed request: unknown account, replay or
     /// conflict, else `body` decides and the key is remembered with its
-    /// outcome (rejections included).
+    /// outcome (rejections included), and with what it moved if a refund
+    /// may need it.
     #[inline]
     fn keyed(
         &mut self,
         account: AccountId,
         id: TxnId,
         op: Op,
-        fp: u64,
+        fields: Fields,
         body: impl FnOnce(&mut Shard, u32) -> (Code, i64),
     ) -> Outcome {
         let Some(slot) = self.slot_of(account) else {
             return Outcome::new(Code::UnknownAccount);
         };
+        // Fixed for the account's life, as the slot is for the key's.
+        let exponent = self.accounts[slot as usize].currency.exponent();
         // One probe finds the key or the cell it goes in; `body` inserts
         // no key, so that cell stays free for it.
         self.keys.reserve_one();
         let vacant = match self.keys.probe(slot, id) {
             Ok(found) => {
                 let r = self.keys.record(found);
-                return if r.op == op as u8 && r.fingerprint == fp {
+                // Compared the way the record was made: by amount if it
+                // holds one (a request without that exact amount differs),
+                // else by fingerprint.
+                let same = r.op() == op as u8
+                    && match r.payload() {
+                        Payload::Minor(minor) => fields.minor(exponent) == Some(minor),
+                        Payload::Fingerprint(fp) => fields.fingerprint(op) == fp,
+                    };
+                return if same {
                     Outcome::replay(Code::from_u8(r.code))
                 } else {
                     Outcome::new(Code::IdConflict)
@@ -496,19 +514,33 @@ impl Shard {
             }
             Err(vacant) => vacant,
         };
-        let (code, amount) = body(self, slot);
-        debug_assert!(amount == 0 || code == Code::Ok);
+        let payload = fields.payload(op, exponent);
+        let (code, moved) = body(self, slot);
+        debug_assert!(moved == 0 || code == Code::Ok);
+        match payload {
+            // An ok debit moved the amount it names: the record keeps what
+            // a refund of it may return.
+            Payload::Minor(minor) => debug_assert!(moved == 0 || moved == minor),
+            // Only a capture moves money its fields may not name (all that
+            // is left of a hold): kept beside the key.
+            Payload::Fingerprint(_) => {
+                if moved != 0 {
+                    debug_assert_eq!(op, Op::Capture);
+                    let previous = self.capture_amounts.insert((slot, id), moved);
+                    debug_assert!(previous.is_none(), "an amount outlives its key");
+                }
+            }
+        }
         self.keys.fill(
             vacant,
-            KeyRecord {
+            KeyRecord::new(
                 id,
                 slot,
-                op: op as u8,
-                code: code as u8,
-                generation: self.generation() as u16,
-                amount,
-                fingerprint: fp,
-            },
+                op as u8,
+                code as u8,
+                self.generation() as u16,
+                payload,
+            ),
         );
         Outcome::new(code)
     }
@@ -909,15 +941,20 @@ impl Shard {
     fn refund(&mut self, slot: u32, of: TxnId, amount: Option<AmountArg>) -> (Code, i64) {
         let original = match self.keys.get(slot, of) {
             Some(r)
-                if (r.op == Op::Debit as u8 || r.op == Op::Capture as u8)
+                if (r.op() == Op::Debit as u8 || r.op() == Op::Capture as u8)
                     && r.code == Code::Ok as u8 =>
             {
                 *r
             }
             _ => return (Code::NotRefundable, 0),
         };
+        let moved = self.moved_by(&original);
+        debug_assert!(moved.is_some(), "{original:?} names no amount it moved");
+        let Some(moved) = moved else {
+            return (Code::NotRefundable, 0);
+        };
         let refunded = self.refunded.get(&(slot, of)).copied().unwrap_or(0);
-        let refundable = original.amount - refunded;
+        let refundable = moved - refunded;
         debug_assert!(refundable >= 0);
         let minor = match amount {
             None => refundable,
@@ -940,6 +977,18 @@ impl Shard {
         self.ledger.refunds += i128::from(minor);
         self.refunded.insert((slot, of), refunded + minor);
         (Code::Ok, 0)
+    }
+
+    /// What the ok debit or capture of `record` moved: the amount its
+    /// record holds (a debit's), else the one kept beside it (a capture's).
+    /// `None` would be a broken invariant (`check_invariants` looks).
+    fn moved_by(&self, record: &KeyRecord) -> Option<i64> {
+        debug_assert_eq!(record.code, Code::Ok as u8);
+        let moved = match record.payload() {
+            Payload::Minor(minor) => Some(minor),
+            Payload::Fingerprint(_) => self.capture_amounts.get(&(record.slot, record.id)).copied(),
+        };
+        moved.filter(|&m| m > 0)
     }
 
     fn set_limits(&mut self, slot: u32, arg: &LimitsArg) -> Code {
@@ -1003,7 +1052,8 @@ impl Shard {
     /// Forgets keys first processed, and holds ended, two or more
     /// generations before `generation`: each was kept at least one window.
     /// The key that made a hold is kept while the hold is remembered, and
-    /// refund progress goes with the key of its original.
+    /// refund progress and a capture's amount go with the key of their
+    /// original.
     fn forget_before(&mut self, generation: u64) {
         let jumped = generation - self.swept_generation >= 2;
         self.holds.retain(|_, hold| {
@@ -1011,15 +1061,20 @@ impl Shard {
         });
         let holds = &self.holds;
         let refunded = &mut self.refunded;
+        let capture_amounts = &mut self.capture_amounts;
         let current = generation as u16;
         self.keys.sweep(|record| {
             // Every record was written at or after `swept_generation - 1`;
             // a jump of two or more generations makes all of them old.
             let old = jumped || current.wrapping_sub(record.generation) >= 2;
-            if !old || holds.contains_key(&(record.slot, record.id)) {
+            let key = (record.slot, record.id);
+            if !old || holds.contains_key(&key) {
                 return false;
             }
-            refunded.remove(&(record.slot, record.id));
+            refunded.remove(&key);
+            if record.op() == Op::Capture as u8 && record.code == Code::Ok as u8 {
+                capture_amounts.remove(&key);
+            }
             true
         });
         self.swept_generation = generation;
@@ -1039,8 +1094,8 @@ impl Shard {
     }
 
     /// Checks every invariant of the module header over the whole shard.
-    /// O(accounts + holds): tests call it at quiet moments, the worker after
-    /// batches in debug builds.
+    /// O(accounts + holds + capture amounts + refunded originals): tests
+    /// call it at quiet moments, the worker after batches in debug builds.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut held_by_slot: WordMap<u32, i128> = WordMap::default();
         for (&(slot, id), hold) in &self.holds {
@@ -1089,15 +1144,52 @@ impl Shard {
                 "money not conserved: balances {balances}, ledger {expected}"
             ));
         }
+        self.check_refundable()
+    }
+
+    /// Every kept capture amount belongs to the key of an ok capture (its
+    /// record holds no amount), and every original's refunds add up to at
+    /// most what it moved.
+    fn check_refundable(&self) -> Result<(), String> {
+        for (&(slot, id), &amount) in &self.capture_amounts {
+            let is_capture = self.keys.get(slot, id).is_some_and(|r| {
+                r.op() == Op::Capture as u8
+                    && r.code == Code::Ok as u8
+                    && matches!(r.payload(), Payload::Fingerprint(_))
+            });
+            if !is_capture || amount <= 0 {
+                return Err(format!(
+                    "capture amount {amount} of ({slot}, {id}) without an ok capture's key"
+                ));
+            }
+        }
+        for (&(slot, id), &refunded) in &self.refunded {
+            let moved = self
+                .keys
+                .get(slot, id)
+                .filter(|r| r.code == Code::Ok as u8)
+                .and_then(|r| self.moved_by(r));
+            if moved.is_none_or(|moved| refunded <= 0 || refunded > moved) {
+                return Err(format!("({slot}, {id}): refunded {refunded} of {moved:?}"));
+            }
+        }
         Ok(())
     }
 }
+
+/// The format of [`Shard::encode_snapshot`]'s bytes, their first word.
+/// 1: the first format, whose bodies had no version word (`wal::snapshot`
+/// hands a `DCSNAP01` file's body back behind a 1): 40-byte keys with an
+/// amount and a fingerprint each. 2: 24-byte keys (`KeyRecord::to_words`),
+/// and ok captures' amounts in a table of their own. Both are read.
+pub(crate) const SNAPSHOT_VERSION: u64 = 2;
 
 /// Snapshot encoding: every table, little-endian, in slot order. The
 /// snapshot file (`wal::snapshot`) frames and checksums it.
 impl Shard {
     pub(crate) fn encode_snapshot(&self, out: &mut Vec<u8>) {
         let mut w = Writer(out);
+        w.u64(SNAPSHOT_VERSION);
         w.u64(self.now_ms);
         w.u64(self.swept_generation);
         for v in [
@@ -1147,11 +1239,9 @@ impl Shard {
         }
         w.u64(self.keys.len() as u64);
         for r in self.keys.records() {
-            w.u64(r.id);
-            w.u64(u64::from(r.slot));
-            w.u64(u64::from(r.op) | u64::from(r.code) << 8 | u64::from(r.generation) << 16);
-            w.i64(r.amount);
-            w.u64(r.fingerprint);
+            for word in r.to_words() {
+                w.u64(word);
+            }
         }
         w.u64(self.holds.len() as u64);
         for (&(slot, id), h) in &self.holds {
@@ -1163,11 +1253,13 @@ impl Shard {
             w.u64(h.state as u64);
             w.u64(h.ended_generation);
         }
-        w.u64(self.refunded.len() as u64);
-        for (&(slot, id), &amount) in &self.refunded {
-            w.u64(u64::from(slot));
-            w.u64(id);
-            w.i64(amount);
+        for table in [&self.refunded, &self.capture_amounts] {
+            w.u64(table.len() as u64);
+            for (&(slot, id), &amount) in table {
+                w.u64(u64::from(slot));
+                w.u64(id);
+                w.i64(amount);
+            }
         }
         w.u64(self.timers.len() as u64);
         for &Reverse((at, slot, id)) in &self.timers {
@@ -1185,6 +1277,10 @@ impl Shard {
         policy: Option<Box<dyn RiskPolicy>>,
     ) -> Option<Shard> {
         let mut r = SnapReader(bytes);
+        let version = r.u64()?;
+        if version != 1 && version != SNAPSHOT_VERSION {
+            return None;
+        }
         let mut shard = Shard::new(0, dedup_window_ms, policy);
         shard.now_ms = r.u64()?;
         shard.today = shard.now_ms / DAY_MS;
@@ -1251,27 +1347,23 @@ impl Shard {
                 recent_small_debits,
             });
         }
-        let keys = r.len(40)?;
+        let keys = r.len(if version == 1 { 40 } else { 24 })?;
         shard.keys = KeyTable::sized_for(keys);
         for _ in 0..keys {
-            let id = r.u64()?;
-            let slot = u32::try_from(r.u64()?).ok()?;
-            let packed = r.u64()?;
-            let record = KeyRecord {
-                id,
-                slot,
-                op: packed as u8,
-                code: (packed >> 8) as u8,
-                generation: (packed >> 16) as u16,
-                amount: r.i64()?,
-                fingerprint: r.u64()?,
+            let (record, captured) = if version == 1 {
+                r.key_v1()?
+            } else {
+                let words = [r.u64()?, r.u64()?, r.u64()?];
+                (KeyRecord::from_words(words)?, None)
             };
-            if slot == 0 || slot as usize > accounts || shard.keys.get(slot, id).is_some() {
+            let (slot, id) = (record.slot, record.id);
+            if slot as usize > accounts || shard.keys.get(slot, id).is_some() {
                 return None;
             }
-            Op::ALL.get(usize::from(record.op))?;
-            Code::ALL.get(usize::from(record.code))?;
             shard.keys.insert(record);
+            if let Some(amount) = captured {
+                shard.capture_amounts.insert((slot, id), amount);
+            }
         }
         let holds = r.len(56)?;
         for _ in 0..holds {
@@ -1290,10 +1382,18 @@ impl Shard {
             };
             shard.holds.insert(key, hold);
         }
-        let refunded = r.len(24)?;
-        for _ in 0..refunded {
-            let key = (u32::try_from(r.u64()?).ok()?, r.u64()?);
-            shard.refunded.insert(key, r.i64()?);
+        // Version 1 had no table of capture amounts (they were in the keys).
+        let tables = if version == 1 { 1 } else { 2 };
+        for table in [&mut shard.refunded, &mut shard.capture_amounts]
+            .into_iter()
+            .take(tables)
+        {
+            for _ in 0..r.len(24)? {
+                let key = (u32::try_from(r.u64()?).ok()?, r.u64()?);
+                if table.insert(key, r.i64()?).is_some() {
+                    return None;
+                }
+            }
         }
         let timers = r.len(24)?;
         for _ in 0..timers {
@@ -1307,7 +1407,16 @@ impl Shard {
             .accounts
             .iter()
             .all(|a| a.ext == EXT_NONE || (a.ext as usize) < shard.exts.len());
-        (ext_ok && shard.check_invariants().is_ok()).then_some(shard)
+        // Only deposits and debits hold an amount, and what a refund needs
+        // of every ok debit and capture is there (the other way round is in
+        // `check_invariants`).
+        let keys_ok = shard.keys.records().all(|k| {
+            let by_amount = k.op() == Op::Deposit as u8 || k.op() == Op::Debit as u8;
+            let refundable = k.op() == Op::Debit as u8 || k.op() == Op::Capture as u8;
+            (by_amount || matches!(k.payload(), Payload::Fingerprint(_)))
+                && (k.code != Code::Ok as u8 || !refundable || shard.moved_by(k).is_some())
+        });
+        (ext_ok && keys_ok && shard.check_invariants().is_ok()).then_some(shard)
     }
 }
 
@@ -1354,6 +1463,38 @@ impl SnapReader<'_> {
             _ => Some(Some(self.i64()?)),
         }
     }
+    /// A key of a version 1 snapshot: `id`, slot, `op | code << 8 |
+    /// generation << 16`, amount moved, fingerprint. As now, with the
+    /// amount of an ok debit kept in the record instead of its fingerprint
+    /// (the same replays: a debit's fields are its amount) and that of an ok
+    /// capture returned to be kept beside it.
+    fn key_v1(&mut self) -> Option<(KeyRecord, Option<i64>)> {
+        let id = self.u64()?;
+        let slot = u32::try_from(self.u64()?).ok()?;
+        let packed = self.u64()?;
+        let (op, code) = (packed as u8, (packed >> 8) as u8);
+        let generation = (packed >> 16) as u16;
+        let (amount, fingerprint) = (self.i64()?, self.u64()?);
+        if slot == 0 || usize::from(op) >= Op::ALL.len() || usize::from(code) >= Code::ALL.len() {
+            return None;
+        }
+        let ok = code == Code::Ok as u8;
+        let (payload, captured) = if ok && op == Op::Debit as u8 {
+            (Payload::Minor(amount), None)
+        } else if ok && op == Op::Capture as u8 {
+            (Payload::Fingerprint(fingerprint), Some(amount))
+        } else {
+            (Payload::Fingerprint(fingerprint), None)
+        };
+        // Only ok debits and captures moved money (a refund may return it).
+        let moved = ok && (op == Op::Debit as u8 || op == Op::Capture as u8);
+        if (moved && amount <= 0) || (!moved && amount != 0) {
+            return None;
+        }
+        let record = KeyRecord::new(id, slot, op, code, generation, payload);
+        Some((record, captured))
+    }
+
     /// A count of items of at least `item_bytes` each, bounded by what is left.
     fn len(&mut self, item_bytes: usize) -> Option<usize> {
         let n = usize::try_from(self.u64()?).ok()?;
@@ -1397,6 +1538,65 @@ impl Ahead {
             hash: crate::index::hash32(account),
             id,
         }
+    }
+}
+
+/// What tells a keyed request's replay from a conflict, besides its op.
+#[derive(Clone, Copy, Debug)]
+enum Fields {
+    /// Deposit and debit: the amount is their only field.
+    Amount(AmountArg),
+    /// Every other keyed op: [`fingerprint`] of its fields.
+    Hashed(u64),
+}
+
+impl Fields {
+    /// The amount in minor units at `exponent`, where it is a whole number
+    /// of them.
+    #[inline]
+    fn minor(self, exponent: u32) -> Option<i64> {
+        match self {
+            Fields::Amount(amount) => minor_value(amount, exponent),
+            Fields::Hashed(_) => None,
+        }
+    }
+
+    fn fingerprint(self, op: Op) -> u64 {
+        match self {
+            Fields::Amount(amount) => fingerprint(op, &[amount.fingerprint()]),
+            Fields::Hashed(fp) => fp,
+        }
+    }
+
+    /// What the key record keeps: the amount where it has minor units (a
+    /// plain debit's case: no hashing), else the fingerprint.
+    #[inline]
+    fn payload(self, op: Op, exponent: u32) -> Payload {
+        match self.minor(exponent) {
+            Some(minor) => Payload::Minor(minor),
+            None => Payload::Fingerprint(self.fingerprint(op)),
+        }
+    }
+}
+
+/// The number `amount` states, in minor units of a currency of `exponent`,
+/// if it is a whole number of them that fits 63 bits. Unlike
+/// [`AmountArg::to_minor`] it does not count the digits as written: "1.230"
+/// is an invalid USD amount but the same number as "1.23", and SPEC's
+/// replays compare numbers. One-to-one: an `AmountArg::Decimal` is
+/// normalized (no trailing zero after the point), so two amounts give the
+/// same minor units only if they are the same number.
+#[inline]
+fn minor_value(amount: AmountArg, exponent: u32) -> Option<i64> {
+    const POW10: [u64; 4] = [1, 10, 100, 1000];
+    match amount {
+        AmountArg::Decimal {
+            mantissa, scale, ..
+        } if scale <= exponent => {
+            let factor = *POW10.get((exponent - scale) as usize)?;
+            i64::try_from(mantissa.checked_mul(factor)?).ok()
+        }
+        _ => None,
     }
 }
 
@@ -1535,26 +1735,56 @@ mod tests {
                 overdraft: Some(amount("7")),
             },
             Request::Freeze { account: 9 },
+            Request::Capture {
+                id: 6,
+                account: 1,
+                auth: 2,
+                amount: Some(amount("4")),
+                is_final: false,
+            },
+            Request::Capture {
+                id: 7,
+                account: 1,
+                auth: 2,
+                amount: None,
+                is_final: true,
+            },
+            Request::Refund {
+                id: 8,
+                account: 1,
+                of: 7,
+                amount: Some(amount("2")),
+            },
         ];
         for r in &reqs {
-            s.apply(r);
+            assert!(s.apply(r).code.is_effective(), "{r:?}");
         }
+        assert_eq!(s.capture_amounts.len(), 2);
         let mut bytes = Vec::new();
         s.encode_snapshot(&mut bytes);
         let mut copy = Shard::decode_snapshot(&bytes, 10_000, None).expect("decodes");
         let mut again = Vec::new();
         copy.encode_snapshot(&mut again);
         assert_eq!(bytes.len(), again.len());
-        // Both go on identically.
+        assert_eq!(copy.capture_amounts, s.capture_amounts);
+        // Both go on identically: replays, and refunds of what is left.
+        let refund = |id, of| refund(id, of, None);
         for r in reqs.iter().chain(
             [
                 Request::Balance { account: 1 },
                 Request::Status { account: 1, id: 3 },
+                refund(10, 3),
+                refund(11, 6),
+                refund(12, 7),
+                refund(13, 7),
+                Request::Balance { account: 1 },
             ]
             .iter(),
         ) {
             assert_eq!(s.apply(r), copy.apply(r));
         }
+        assert_eq!(copy.apply(&refund(12, 7)).code, Code::Ok);
+        copy.check_invariants().unwrap();
         for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
             assert!(
                 Shard::decode_snapshot(&bytes[..cut], 10_000, None).is_none(),
@@ -1636,5 +1866,480 @@ mod tests {
         assert_eq!(balance(&mut s, a), 10_000 - 2_000);
         assert_eq!(balance(&mut s, b), 0);
         s.check_invariants().unwrap();
+    }
+
+    fn debit(id: TxnId, text: &str) -> Request {
+        Request::Debit {
+            id,
+            account: 1,
+            amount: amount(text),
+        }
+    }
+
+    fn authorize(id: TxnId, text: &str) -> Request {
+        Request::Authorize {
+            id,
+            account: 1,
+            amount: amount(text),
+            expires_in_ms: None,
+        }
+    }
+
+    fn capture(id: TxnId, auth: TxnId, text: Option<&str>, is_final: bool) -> Request {
+        Request::Capture {
+            id,
+            account: 1,
+            auth,
+            amount: text.map(amount),
+            is_final,
+        }
+    }
+
+    fn refund(id: TxnId, of: TxnId, text: Option<&str>) -> Request {
+        Request::Refund {
+            id,
+            account: 1,
+            of,
+            amount: text.map(amount),
+        }
+    }
+
+    fn balance(s: &mut Shard) -> i64 {
+        match s.apply(&Request::Balance { account: 1 }).info {
+            Info::Balance { balance, .. } => balance,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn replayed(s: &mut Shard, r: &Request) -> Option<Code> {
+        let outcome = s.apply(r);
+        s.check_invariants().unwrap();
+        outcome.replayed.then_some(outcome.code)
+    }
+
+    /// Deposit and debit keys hold the amount (as minor units, where it has
+    /// them) and compare it as a number, as SPEC does: "12.3" is "12.30";
+    /// "1.230" (invalid in USD) is still "1.23"; an amount with no minor
+    /// units in the currency, or no number at all, by its fingerprint.
+    #[test]
+    fn deposit_and_debit_replays_compare_amounts_as_numbers() {
+        type Make = fn(TxnId, &str) -> Request;
+        let deposit: Make = |id, text| Request::Deposit {
+            id,
+            account: 1,
+            amount: amount(text),
+        };
+        for make in [debit as Make, deposit] {
+            let mut s = shard();
+            let start = balance(&mut s);
+            let sign = if matches!(make(0, "1"), Request::Debit { .. }) {
+                -1
+            } else {
+                1
+            };
+            assert_eq!(code(&mut s, make(10, "12.3")), Code::Ok);
+            let slot = s.slot_of(1).unwrap();
+            let record = *s.keys.get(slot, 10).unwrap();
+            assert_eq!(record.payload(), Payload::Minor(1230), "no hashing");
+            for same in ["12.3", "12.30", "0012.3"] {
+                assert_eq!(replayed(&mut s, &make(10, same)), Some(Code::Ok), "{same}");
+            }
+            // Not a whole number of cents, so never the same number.
+            for other in ["12.31", "12.301", "123", "1.23", "x"] {
+                assert_eq!(code(&mut s, make(10, other)), Code::IdConflict, "{other}");
+            }
+            assert_eq!(replayed(&mut s, &make(10, "12.300")), Some(Code::Ok));
+            assert_eq!(balance(&mut s), start + sign * 1230, "moved once");
+
+            // Too many digits for USD: invalid, remembered by fingerprint.
+            assert_eq!(code(&mut s, make(11, "12.345")), Code::InvalidAmount);
+            let record = *s.keys.get(slot, 11).unwrap();
+            assert!(matches!(record.payload(), Payload::Fingerprint(_)));
+            for same in ["12.345", "12.3450", "012.345"] {
+                let again = replayed(&mut s, &make(11, same));
+                assert_eq!(again, Some(Code::InvalidAmount), "{same}");
+            }
+            for other in ["12.34", "12.35", "12.346", "abc"] {
+                assert_eq!(code(&mut s, make(11, other)), Code::IdConflict, "{other}");
+            }
+
+            // A number of cents written with one digit too many: invalid,
+            // yet the same number as the valid spelling, either way round.
+            assert_eq!(code(&mut s, make(12, "1.230")), Code::InvalidAmount);
+            let again = replayed(&mut s, &make(12, "1.23"));
+            assert_eq!(again, Some(Code::InvalidAmount));
+            assert_eq!(code(&mut s, make(12, "1.24")), Code::IdConflict);
+            assert_eq!(code(&mut s, make(13, "1.23")), Code::Ok);
+            assert_eq!(replayed(&mut s, &make(13, "1.230")), Some(Code::Ok));
+            assert_eq!(code(&mut s, make(13, "1.2300001")), Code::IdConflict);
+
+            // Not a number: by its text.
+            assert_eq!(code(&mut s, make(14, "12,30")), Code::InvalidAmount);
+            let again = replayed(&mut s, &make(14, "12,30"));
+            assert_eq!(again, Some(Code::InvalidAmount));
+            assert_eq!(code(&mut s, make(14, "12.30")), Code::IdConflict);
+            // Zero has minor units (0) and is invalid.
+            assert_eq!(code(&mut s, make(15, "0.00")), Code::InvalidAmount);
+            assert_eq!(replayed(&mut s, &make(15, "0")), Some(Code::InvalidAmount));
+            assert_eq!(code(&mut s, make(15, "0.01")), Code::IdConflict);
+
+            // The same amount under another op is another request.
+            let other_op = if sign < 0 {
+                deposit(10, "12.3")
+            } else {
+                debit(10, "12.3")
+            };
+            assert_eq!(code(&mut s, other_op), Code::IdConflict);
+            assert_eq!(balance(&mut s), start + sign * (1230 + 123));
+        }
+    }
+
+    /// In a currency of exponent 0 or 3 the same rules hold at its scale.
+    #[test]
+    fn amounts_compare_at_the_accounts_exponent() {
+        let mut s = Shard::new(0, 10_000, None);
+        for (account, currency) in [(1, Currency::JPY), (2, Currency::KWD)] {
+            s.apply(&Request::OpenAccount {
+                account,
+                currency: Some(currency),
+                overdraft: None,
+            });
+        }
+        let deposit = |account, text| Request::Deposit {
+            id: 1,
+            account,
+            amount: amount(text),
+        };
+        assert_eq!(code(&mut s, deposit(1, "500")), Code::Ok);
+        // Invalid in JPY, but the same number.
+        assert_eq!(replayed(&mut s, &deposit(1, "500.0")), Some(Code::Ok));
+        assert_eq!(replayed(&mut s, &deposit(1, "0500")), Some(Code::Ok));
+        assert_eq!(s.apply(&deposit(1, "500.5")).code, Code::IdConflict);
+        assert_eq!(code(&mut s, deposit(2, "1.5")), Code::Ok);
+        assert_eq!(replayed(&mut s, &deposit(2, "1.500")), Some(Code::Ok));
+        assert_eq!(s.apply(&deposit(2, "1.5001")).code, Code::IdConflict);
+    }
+
+    /// A rejected debit is remembered with its amount too, and its replay
+    /// stays the rejection, whatever the funds are now.
+    #[test]
+    fn an_insufficient_funds_debit_replays_as_such() {
+        let mut s = shard();
+        assert_eq!(code(&mut s, debit(2, "150")), Code::InsufficientFunds);
+        let topup = Request::Deposit {
+            id: 3,
+            account: 1,
+            amount: amount("100"),
+        };
+        assert_eq!(code(&mut s, topup), Code::Ok);
+        let again = replayed(&mut s, &debit(2, "150.00"));
+        assert_eq!(again, Some(Code::InsufficientFunds));
+        assert_eq!(code(&mut s, debit(2, "149")), Code::IdConflict);
+        assert_eq!(balance(&mut s), 20_000, "nothing debited");
+        assert_eq!(code(&mut s, refund(4, 2, None)), Code::NotRefundable);
+    }
+
+    /// Refunds of a debit read its amount from its key; of a capture, from
+    /// the amount kept beside its key (a capture's fields may not name it).
+    #[test]
+    fn refunds_return_what_a_debit_or_a_capture_moved() {
+        let mut s = shard();
+        assert_eq!(code(&mut s, debit(2, "30.5")), Code::Ok);
+        assert_eq!(
+            code(&mut s, refund(3, 2, Some("30.51"))),
+            Code::ExceedsRefundable
+        );
+        assert_eq!(code(&mut s, refund(4, 2, Some("0.5"))), Code::Ok);
+        assert_eq!(code(&mut s, refund(5, 2, None)), Code::Ok);
+        assert_eq!(code(&mut s, refund(6, 2, None)), Code::ExceedsRefundable);
+        assert_eq!(balance(&mut s), 10_000);
+
+        assert_eq!(code(&mut s, authorize(7, "50")), Code::Ok);
+        assert_eq!(code(&mut s, capture(8, 7, Some("20"), false)), Code::Ok);
+        // All that is left, named by no amount field: 30.
+        assert_eq!(code(&mut s, capture(9, 7, None, true)), Code::Ok);
+        assert_eq!(balance(&mut s), 5_000);
+        let slot = s.slot_of(1).unwrap();
+        assert_eq!(s.capture_amounts.get(&(slot, 9)), Some(&3_000));
+        assert_eq!(
+            code(&mut s, refund(10, 8, Some("20.01"))),
+            Code::ExceedsRefundable
+        );
+        assert_eq!(code(&mut s, refund(11, 8, Some("15"))), Code::Ok);
+        assert_eq!(code(&mut s, refund(12, 8, None)), Code::Ok);
+        assert_eq!(code(&mut s, refund(13, 8, None)), Code::ExceedsRefundable);
+        assert_eq!(
+            code(&mut s, refund(14, 9, Some("30.01"))),
+            Code::ExceedsRefundable
+        );
+        assert_eq!(code(&mut s, refund(15, 9, None)), Code::Ok);
+        assert_eq!(
+            code(&mut s, refund(16, 9, Some("0.01"))),
+            Code::ExceedsRefundable
+        );
+        assert_eq!(
+            code(&mut s, refund(17, 7, None)),
+            Code::NotRefundable,
+            "a hold"
+        );
+        assert_eq!(balance(&mut s), 10_000, "every cent back once");
+        // Replays of refunds move nothing.
+        assert_eq!(replayed(&mut s, &refund(15, 9, None)), Some(Code::Ok));
+        assert_eq!(balance(&mut s), 10_000);
+    }
+
+    #[test]
+    fn capture_replays_and_conflicts_by_all_its_fields() {
+        let mut s = shard();
+        assert_eq!(code(&mut s, authorize(2, "50")), Code::Ok);
+        assert_eq!(code(&mut s, authorize(3, "50")), Code::Ok);
+        let id_5 = |auth, a, is_final| capture(5, auth, a, is_final);
+        assert_eq!(code(&mut s, id_5(2, Some("10"), false)), Code::Ok);
+        let again = replayed(&mut s, &id_5(2, Some("10.00"), false));
+        assert_eq!(again, Some(Code::Ok));
+        for other in [
+            id_5(2, Some("10.01"), false),
+            id_5(2, None, false),
+            id_5(2, Some("10"), true),
+            id_5(3, Some("10"), false),
+            debit(5, "10"),
+        ] {
+            assert_eq!(code(&mut s, other.clone()), Code::IdConflict, "{other:?}");
+        }
+        assert_eq!(balance(&mut s), 9_000, "captured once");
+        // A rejected capture is remembered too, and moved nothing.
+        let over = capture(6, 2, Some("41"), true);
+        assert_eq!(code(&mut s, over.clone()), Code::ExceedsAuthorized);
+        assert_eq!(replayed(&mut s, &over), Some(Code::ExceedsAuthorized));
+        let slot = s.slot_of(1).unwrap();
+        assert!(!s.capture_amounts.contains_key(&(slot, 6)));
+    }
+
+    /// A capture's kept amount goes with its key: once the key is forgotten
+    /// the capture is `not_refundable`, and nothing is left behind.
+    #[test]
+    fn a_forgotten_capture_is_not_refundable() {
+        let mut s = shard();
+        assert_eq!(code(&mut s, authorize(2, "50")), Code::Ok);
+        assert_eq!(code(&mut s, capture(3, 2, None, true)), Code::Ok);
+        assert_eq!(code(&mut s, refund(4, 3, Some("1"))), Code::Ok);
+        s.advance_to(19_999);
+        let again = code(&mut s, refund(5, 3, Some("1")));
+        assert_eq!(again, Code::Ok, "still remembered");
+        s.advance_to(20_000);
+        assert_eq!(code(&mut s, refund(6, 3, Some("1"))), Code::NotRefundable);
+        assert!(s.capture_amounts.is_empty());
+        assert!(s.refunded.is_empty());
+        assert_eq!(balance(&mut s), 10_000 - 5_000 + 100 + 100);
+    }
+
+    /// A version 1 snapshot body (it had no version word), built by hand
+    /// from that format's description (docs/wal-format.md before version 2).
+    fn v1_body(keys: &[(u64, Op, Code, i64, u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Writer(&mut out);
+        w.u64(5_000); // now_ms
+        w.u64(0); // swept generation
+                  // Ledger: deposits, debits, captures, refunds.
+        for v in [10_000i128, 500, 300, 100] {
+            w.0.extend_from_slice(&v.to_le_bytes());
+        }
+        w.u64(1); // one account: id, balance, held, day_total, day, ext, currency, frozen
+        let usd = Currency::ALL
+            .iter()
+            .position(|&c| c == Currency::USD)
+            .unwrap();
+        for v in [1, 9_300, 0, 1_000, 0, u64::from(EXT_NONE), usd as u64, 0] {
+            w.u64(v);
+        }
+        w.u64(0); // no extensions
+        w.u64(keys.len() as u64);
+        for &(id, op, code, amount, fingerprint) in keys {
+            w.u64(id);
+            w.u64(1);
+            w.u64(op as u64 | (code as u64) << 8);
+            w.i64(amount);
+            w.u64(fingerprint);
+        }
+        w.u64(1); // the hold of authorize 4: amount, captured, expiry, closed, ended
+        for v in [1, 4, 500, 300, 1_000_000, 2, 0] {
+            w.u64(v);
+        }
+        w.u64(1); // refunded: 1.00 of debit 2
+        for v in [1, 2, 100] {
+            w.u64(v);
+        }
+        w.u64(0); // no timers
+        out
+    }
+
+    /// `body` framed as a first-format snapshot file (magic `DCSNAP01`),
+    /// written to disk and read back as recovery reads it.
+    fn through_a_v1_file(body: &[u8]) -> Vec<u8> {
+        let mut file = b"DCSNAP01".to_vec();
+        for word in [0, 42, body.len() as u64] {
+            file.extend_from_slice(&word.to_le_bytes());
+        }
+        file.extend_from_slice(body);
+        let crc = crc32c::crc32c(&file);
+        file.extend_from_slice(&crc.to_le_bytes());
+        let dir = std::env::temp_dir().join(format!("debitcore-v1-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(crate::wal::snapshot::snapshot_name(42));
+        std::fs::write(&path, &file).unwrap();
+        let read = crate::wal::snapshot::read(&path, 0).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let (lsn, body) = read.expect("a valid first-format snapshot");
+        assert_eq!(lsn, 42);
+        body
+    }
+
+    /// A snapshot of the first format converts without loss: an ok debit's
+    /// amount into its record, an ok capture's beside it, fingerprints of
+    /// everything else as they were; and it answers as the shard it was.
+    #[test]
+    fn a_version_1_snapshot_reads_into_the_new_records() {
+        let fp = |text| amount(text).fingerprint();
+        let keys = [
+            (
+                1,
+                Op::Deposit,
+                Code::Ok,
+                0,
+                fingerprint(Op::Deposit, &[fp("100")]),
+            ),
+            (
+                2,
+                Op::Debit,
+                Code::Ok,
+                500,
+                fingerprint(Op::Debit, &[fp("5")]),
+            ),
+            (
+                3,
+                Op::Debit,
+                Code::InsufficientFunds,
+                0,
+                fingerprint(Op::Debit, &[fp("1000")]),
+            ),
+            (
+                4,
+                Op::Authorize,
+                Code::Ok,
+                0,
+                fingerprint(Op::Authorize, &[fp("5"), 1_000_000]),
+            ),
+            (
+                5,
+                Op::Capture,
+                Code::Ok,
+                300,
+                fingerprint(
+                    Op::Capture,
+                    &[4, optional_fingerprint(Some(amount("3"))), 0],
+                ),
+            ),
+            (
+                6,
+                Op::Refund,
+                Code::Ok,
+                0,
+                fingerprint(Op::Refund, &[2, optional_fingerprint(Some(amount("1")))]),
+            ),
+        ];
+        let body = through_a_v1_file(&v1_body(&keys));
+        let mut s = Shard::decode_snapshot(&body, 10_000, None).expect("decodes");
+        assert_eq!(s.keys.get(1, 2).unwrap().payload(), Payload::Minor(500));
+        assert_eq!(
+            s.keys.get(1, 3).unwrap().payload(),
+            Payload::Fingerprint(keys[2].4)
+        );
+        assert_eq!(s.capture_amounts.get(&(1, 5)), Some(&300));
+
+        // Re-encoded in the current format, it answers the same.
+        let mut now = Vec::new();
+        s.encode_snapshot(&mut now);
+        let mut t = Shard::decode_snapshot(&now, 10_000, None).expect("decodes");
+        let id_5 = |a, is_final| capture(5, 4, Some(a), is_final);
+        for shard in [&mut s, &mut t] {
+            assert_eq!(replayed(shard, &debit(2, "5.00")), Some(Code::Ok));
+            assert_eq!(code(shard, debit(2, "5.01")), Code::IdConflict);
+            let again = replayed(shard, &debit(3, "1000"));
+            assert_eq!(again, Some(Code::InsufficientFunds));
+            assert_eq!(code(shard, debit(3, "999")), Code::IdConflict);
+            assert_eq!(replayed(shard, &id_5("3.0", false)), Some(Code::Ok));
+            assert_eq!(code(shard, id_5("3", true)), Code::IdConflict);
+            let again = replayed(shard, &refund(6, 2, Some("1")));
+            assert_eq!(again, Some(Code::Ok));
+            assert_eq!(
+                code(shard, refund(7, 2, Some("4.01"))),
+                Code::ExceedsRefundable
+            );
+            assert_eq!(code(shard, refund(8, 2, None)), Code::Ok);
+            assert_eq!(
+                code(shard, refund(9, 5, Some("3.01"))),
+                Code::ExceedsRefundable
+            );
+            assert_eq!(code(shard, refund(10, 5, None)), Code::Ok);
+            assert_eq!(balance(shard), 10_000);
+        }
+
+        // What the first format never held is refused.
+        let decodes = |keys: &[(u64, Op, Code, i64, u64)]| {
+            let mut body = 1u64.to_le_bytes().to_vec();
+            body.extend_from_slice(&v1_body(keys));
+            Shard::decode_snapshot(&body, 10_000, None).is_some()
+        };
+        assert!(decodes(&keys));
+        let mut bad = keys;
+        bad[1].3 = 0; // an ok debit that moved nothing
+        assert!(!decodes(&bad));
+        let mut bad = keys;
+        bad[0].3 = 7; // a deposit with an amount moved
+        assert!(!decodes(&bad));
+        let mut unknown = body.clone();
+        unknown[0] = 3;
+        assert!(Shard::decode_snapshot(&unknown, 10_000, None).is_none());
+    }
+
+    /// An ok capture whose amount is missing (or an amount without its
+    /// capture) is a snapshot that does not describe a shard.
+    #[test]
+    fn a_snapshot_without_a_captures_amount_is_refused() {
+        let mut s = shard();
+        assert_eq!(code(&mut s, authorize(2, "50")), Code::Ok);
+        assert_eq!(code(&mut s, capture(3, 2, None, true)), Code::Ok);
+        let encode = |s: &Shard| {
+            let mut bytes = Vec::new();
+            s.encode_snapshot(&mut bytes);
+            bytes
+        };
+        assert!(Shard::decode_snapshot(&encode(&s), 10_000, None).is_some());
+        let amounts = std::mem::take(&mut s.capture_amounts);
+        assert!(Shard::decode_snapshot(&encode(&s), 10_000, None).is_none());
+        s.capture_amounts = amounts;
+        s.capture_amounts.insert((1, 2), 5);
+        assert!(Shard::decode_snapshot(&encode(&s), 10_000, None).is_none());
+    }
+
+    /// `reserve` sizes the key table for the keys it is told of: they all
+    /// fit without growth, at PERF.md's budget of at most 32 bytes a key.
+    #[test]
+    fn reserved_keys_fit_within_the_memory_budget() {
+        let keys = 20_000;
+        let mut s = shard();
+        s.reserve(0, keys);
+        let sized = s.stats().key_bytes;
+        assert!(sized <= 32 * (keys + 1), "{sized} bytes for {keys} keys");
+        for id in 2..=keys as u64 {
+            let deposit = Request::Deposit {
+                id,
+                account: 1,
+                amount: amount("0.01"),
+            };
+            assert_eq!(s.apply(&deposit).code, Code::Ok);
+        }
+        assert_eq!(s.stats().keys, keys);
+        assert_eq!(s.stats().key_bytes, sized, "no growth, no spare");
     }
 }

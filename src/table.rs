@@ -1,10 +1,10 @@
 //! The idempotency memory of one shard: an open-addressing table of compact
-//! 32-byte key records.
+//! 24-byte key records.
 //!
 //! Linear probing over an array of any capacity (the home cell is Lemire's
 //! range reduction of the key's hash, so a table sized for a known load is
-//! not rounded up to a power of two), at most 7/8 full: 33 bytes a cell with
-//! its tag, 37.7 per key in a table sized for its keys. Records are removed
+//! not rounded up to a power of two), at most 7/8 full: 25 bytes a cell with
+//! its tag, 28.6 per key in a table sized for its keys. Records are removed
 //! only by [`KeyTable::sweep`], which deletes with backward shifting (Knuth,
 //! TAOCP vol. 3, 6.4, Algorithm R), so no tombstones build up and a lookup
 //! stops at the first empty slot.
@@ -17,9 +17,11 @@
 use crate::hash;
 use crate::hugemem::{prefetch, Zeroable, ZeroedArray};
 
-/// One remembered key: (account slot, id), the op and result it had, what a
-/// later refund needs (the amount it moved), and a fingerprint of all its
-/// fields for telling a replay from a conflict.
+/// One remembered key: (account slot, id), the op and result it had, and
+/// one word that tells a replay from a conflict and, for an ok debit, what
+/// a later refund may return: the request's amount in minor units where it
+/// has one in the account's currency, else a fingerprint of all its fields
+/// (see [`Payload`]; the high bit of `op` says which).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
 pub(crate) struct KeyRecord {
@@ -27,15 +29,98 @@ pub(crate) struct KeyRecord {
     /// Account slot in its shard (from 1); `SLOT_EMPTY` (0) marks a free
     /// table cell, so a zero-filled table is an empty one.
     pub slot: u32,
-    pub op: u8,
+    /// `Op as u8`, or'ed with `PAYLOAD_MINOR` when `payload` is an amount.
+    /// Ops are below 128 (`OP_MASK`), so the high bit is free.
+    op: u8,
     pub code: u8,
     /// Dedup-window generation of first processing, modulo 2^16.
     pub generation: u16,
-    /// Minor units the request moved (debit, capture: what a refund may
-    /// return); 0 when it moved nothing.
-    pub amount: i64,
-    /// Hash of the op and every field, normalized as SPEC compares them.
-    pub fingerprint: u64,
+    /// See [`Payload`].
+    payload: u64,
+}
+
+/// What the last word of a [`KeyRecord`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Payload {
+    /// The request's amount in minor units of the account's currency (>= 0).
+    /// For a fixed currency two amounts are the same number exactly when
+    /// their minor units are equal, so this compares as exactly as the
+    /// amount itself, and an ok debit's is what it moved.
+    Minor(i64),
+    /// A 64-bit hash of the op and every field, normalized as SPEC compares
+    /// them: for requests without an amount, or whose amount has no minor
+    /// units in the currency (invalid text, too many digits, too large).
+    Fingerprint(u64),
+}
+
+/// The bit of `KeyRecord::op` that marks a `Payload::Minor`.
+const PAYLOAD_MINOR: u8 = 0x80;
+const OP_MASK: u8 = !PAYLOAD_MINOR;
+const _: () = assert!(crate::request::Op::ALL.len() <= OP_MASK as usize + 1);
+
+impl KeyRecord {
+    pub fn new(id: u64, slot: u32, op: u8, code: u8, generation: u16, payload: Payload) -> Self {
+        debug_assert!(op <= OP_MASK, "op {op} has the payload bit");
+        let (flag, word) = match payload {
+            Payload::Minor(minor) => {
+                debug_assert!(minor >= 0, "a negative amount {minor}");
+                (PAYLOAD_MINOR, minor as u64)
+            }
+            Payload::Fingerprint(fingerprint) => (0, fingerprint),
+        };
+        KeyRecord {
+            id,
+            slot,
+            op: op | flag,
+            code,
+            generation,
+            payload: word,
+        }
+    }
+
+    /// The op (`Op as u8`).
+    #[inline]
+    pub fn op(&self) -> u8 {
+        self.op & OP_MASK
+    }
+
+    #[inline]
+    pub fn payload(&self) -> Payload {
+        if self.op & PAYLOAD_MINOR != 0 {
+            Payload::Minor(self.payload as i64)
+        } else {
+            Payload::Fingerprint(self.payload)
+        }
+    }
+
+    /// The record as three words, as a snapshot stores it: `id`, then
+    /// `slot | op << 32 | code << 40 | generation << 48` (`op` with its
+    /// payload bit: the in-memory layout of bytes 8..16), then the payload.
+    pub fn to_words(self) -> [u64; 3] {
+        let packed = u64::from(self.slot)
+            | u64::from(self.op) << 32
+            | u64::from(self.code) << 40
+            | u64::from(self.generation) << 48;
+        [self.id, packed, self.payload]
+    }
+
+    /// The inverse of [`KeyRecord::to_words`]; `None` for a word no record
+    /// gives (an empty slot, an op or code out of range, a negative amount).
+    pub fn from_words([id, packed, payload]: [u64; 3]) -> Option<KeyRecord> {
+        let record = KeyRecord {
+            id,
+            slot: packed as u32,
+            op: (packed >> 32) as u8,
+            code: (packed >> 40) as u8,
+            generation: (packed >> 48) as u16,
+            payload,
+        };
+        let valid = record.slot != SLOT_EMPTY
+            && usize::from(record.op()) < crate::request::Op::ALL.len()
+            && usize::from(record.code) < crate::outcome::Code::ALL.len()
+            && !matches!(record.payload(), Payload::Minor(m) if m < 0);
+        valid.then_some(record)
+    }
 }
 
 pub(crate) const SLOT_EMPTY: u32 = 0;
@@ -46,11 +131,10 @@ const EMPTY: KeyRecord = KeyRecord {
     op: 0,
     code: 0,
     generation: 0,
-    amount: 0,
-    fingerprint: 0,
+    payload: 0,
 };
 
-const _: () = assert!(std::mem::size_of::<KeyRecord>() == 32);
+const _: () = assert!(std::mem::size_of::<KeyRecord>() == 24);
 
 // SAFETY: integers only, no padding niches; all zeros is the empty cell.
 #[allow(unsafe_code)]
@@ -152,12 +236,14 @@ impl Table {
     }
 
     /// Starts loading the tag group and the cell where the key's probe
-    /// starts.
+    /// starts. A 24-byte cell may straddle two cache lines (2 in 8 do):
+    /// its first and last words are prefetched.
     #[inline]
     pub fn prefetch(&self, slot: u32, id: u64) {
         let pos = home(hash_of(slot, id), self.capacity());
         prefetch(&self.tags[pos]);
-        prefetch(&self.cells[pos]);
+        prefetch(&self.cells[pos].id);
+        prefetch(&self.cells[pos].payload);
     }
 
     #[inline]
@@ -535,16 +621,14 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    /// Odd ids carry an amount, even ones a fingerprint.
     fn record(slot: u32, id: u64) -> KeyRecord {
-        KeyRecord {
-            id,
-            slot,
-            op: 1,
-            code: 0,
-            generation: (id % 3) as u16,
-            amount: id as i64,
-            fingerprint: id ^ 0xFF,
-        }
+        let payload = if id % 2 == 1 {
+            Payload::Minor(id as i64)
+        } else {
+            Payload::Fingerprint(id ^ u64::MAX)
+        };
+        KeyRecord::new(id, slot, 2, 0, (id % 3) as u16, payload)
     }
 
     /// A spare made ready is the table the next growth moves into; one of
@@ -588,7 +672,10 @@ mod tests {
         assert_eq!(table.len(), 10_000);
         for id in 0..10_000u64 {
             let slot = (id % 7) as u32 + 1;
-            assert_eq!(table.get(slot, id).map(|r| r.amount), Some(id as i64));
+            assert_eq!(
+                table.get(slot, id).map(KeyRecord::payload),
+                Some(record(slot, id).payload())
+            );
             assert!(table.get(slot + 1, id).is_none());
         }
         table.check_reachable();
@@ -708,5 +795,47 @@ mod tests {
         });
         // Independent 7-bit tags: 1 in 128 equal, ~18 of ~2,300 pairs.
         assert!(same * 32 < all, "{same} of {all} neighbouring tags equal");
+    }
+
+    #[test]
+    fn records_round_trip_through_words() {
+        for payload in [
+            Payload::Minor(0),
+            Payload::Minor(i64::MAX),
+            Payload::Fingerprint(u64::MAX),
+            Payload::Fingerprint(0),
+        ] {
+            let r = KeyRecord::new(u64::MAX - 1, u32::MAX, 7, 3, 0xBEEF, payload);
+            assert_eq!(r.op(), 7);
+            assert_eq!(r.payload(), payload);
+            assert_eq!(KeyRecord::from_words(r.to_words()), Some(r));
+        }
+        let words = KeyRecord::new(1, 2, 7, 3, 4, Payload::Minor(5)).to_words();
+        let refused = [
+            [words[0], words[1] & !0xFFFF_FFFF, words[2]],
+            [words[0], words[1] | 0x7F << 32, words[2]],
+            [words[0], words[1] | 0xFF << 40, words[2]],
+            [words[0], words[1], u64::MAX],
+        ];
+        for bad in refused {
+            assert_eq!(KeyRecord::from_words(bad), None, "{bad:x?}");
+        }
+        // The same last word as a fingerprint is fine.
+        let fingerprint = KeyRecord::new(1, 2, 7, 3, 4, Payload::Fingerprint(u64::MAX));
+        assert!(KeyRecord::from_words(fingerprint.to_words()).is_some());
+    }
+
+    /// PERF.md's budget: a table sized for its keys costs at most 32 bytes
+    /// a key (25 a cell at 7/8: 28.6), for any count, not only just below
+    /// a power of two; and holds them all without growing.
+    #[test]
+    fn a_table_sized_for_its_keys_costs_at_most_32_bytes_a_key() {
+        for keys in [2_000, 600_000, 1 << 20, 3_000_001] {
+            let table = KeyTable::sized_for(keys);
+            let per_key = table.bytes() as f64 / keys as f64;
+            assert!((28.5..=29.0).contains(&per_key), "{keys} keys: {per_key}");
+            assert!(!table.would_grow(keys));
+            assert!(table.would_grow(keys + 1));
+        }
     }
 }
