@@ -205,6 +205,72 @@ fn replays_compare_fields_by_value() {
     );
 }
 
+/// "Fields compare by value: amounts that match the amount format above as
+/// numbers (`"12.3"` equals `"12.30"`, even where both are invalid for the
+/// currency)", in a currency with cents: the number decides, whether it is
+/// a whole number of cents ("1.230" is invalid in USD but is 1.23) or not
+/// ("12.345"). And "refunds of one original may repeat until they add up
+/// to its amount", for a debit and for captures (one of them named by no
+/// amount field), whatever replays came between.
+#[test]
+fn replays_compare_amounts_as_numbers_and_refunds_return_what_moved() {
+    check(
+        r#"{"op":"open_account","account":7,"currency":"USD"}
+{"op":"deposit","id":1,"account":7,"amount":"100"}
+{"op":"debit","id":2,"account":7,"amount":"12.3"}
+{"op":"debit","id":2,"account":7,"amount":"12.30"}
+{"op":"debit","id":2,"account":7,"amount":"12.31"}
+{"op":"debit","id":3,"account":7,"amount":"12.345"}
+{"op":"debit","id":3,"account":7,"amount":"12.3450"}
+{"op":"debit","id":3,"account":7,"amount":"12.34"}
+{"op":"debit","id":4,"account":7,"amount":"1.230"}
+{"op":"debit","id":4,"account":7,"amount":"1.23"}
+{"op":"debit","id":5,"account":7,"amount":"1.23"}
+{"op":"debit","id":5,"account":7,"amount":"1.230"}
+{"op":"debit","id":6,"account":7,"amount":"500"}
+{"op":"debit","id":6,"account":7,"amount":"500.00"}
+{"op":"refund","id":7,"account":7,"of":2,"amount":"12.31"}
+{"op":"refund","id":8,"account":7,"of":2}
+{"op":"authorize","id":9,"account":7,"amount":"20"}
+{"op":"capture","id":10,"account":7,"auth":9,"amount":"5","final":false}
+{"op":"capture","id":11,"account":7,"auth":9}
+{"op":"refund","id":12,"account":7,"of":11,"amount":"15.01"}
+{"op":"refund","id":13,"account":7,"of":11,"amount":"10"}
+{"op":"refund","id":14,"account":7,"of":10}
+{"op":"refund","id":15,"account":7,"of":11}
+{"op":"refund","id":16,"account":7,"of":6}
+{"op":"balance","account":7}
+"#,
+        r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "ok"}
+{"line": 3, "result": "ok"}
+{"line": 4, "result": "ok", "replayed": true}
+{"line": 5, "result": "id_conflict"}
+{"line": 6, "result": "invalid_amount"}
+{"line": 7, "result": "invalid_amount", "replayed": true}
+{"line": 8, "result": "id_conflict"}
+{"line": 9, "result": "invalid_amount"}
+{"line": 10, "result": "invalid_amount", "replayed": true}
+{"line": 11, "result": "ok"}
+{"line": 12, "result": "ok", "replayed": true}
+{"line": 13, "result": "insufficient_funds"}
+{"line": 14, "result": "insufficient_funds", "replayed": true}
+{"line": 15, "result": "exceeds_refundable"}
+{"line": 16, "result": "ok"}
+{"line": 17, "result": "ok"}
+{"line": 18, "result": "ok"}
+{"line": 19, "result": "ok"}
+{"line": 20, "result": "exceeds_refundable"}
+{"line": 21, "result": "ok"}
+{"line": 22, "result": "ok"}
+{"line": 23, "result": "ok"}
+{"line": 24, "result": "not_refundable"}
+{"line": 25, "result": "ok", "balance": "98.77", "held": "0.00", "available": "98.77"}
+"#,
+        2,
+    );
+}
+
 /// "A hold ... expires when engine time reaches its creation time plus
 /// that"; increments move the expiry to now + expires_in_ms.
 #[test]
