@@ -1225,8 +1225,8 @@ mod tests {
             }
         };
         let sized = key_bytes(1 << 20);
-        assert!(sized >= (1 << 19) * 32, "{sized} bytes per shard");
-        assert!(key_bytes(0) < (1 << 19) * 32);
+        assert!(sized >= (1 << 19) * 28, "{sized} bytes per shard");
+        assert!(key_bytes(0) < (1 << 19) * 28);
     }
 
     #[test]
