@@ -1080,6 +1080,41 @@ impl Shard {
         self.swept_generation = generation;
     }
 
+    /// Re-expresses the generations of a shard restored from a snapshot
+    /// written under a dedup window of `written_ms` in the window it is
+    /// opened with (an operator changed it between runs). Generations are
+    /// counts of windows; read in the wrong unit they would make a sweep
+    /// forget every key at once (a replay then debits again) or keep them
+    /// far too long. Each key and each ended hold gets the new generation
+    /// of the *latest* instant its old generation covers, so nothing is
+    /// forgotten sooner than one new window after it happened.
+    fn rewindow(&mut self, written_ms: u64) {
+        let (now, window) = (self.now_ms, self.dedup_window_ms);
+        // The snapshot's own current generation, in its unit.
+        let written_current = self.swept_generation;
+        let convert = |old: u64| -> u64 {
+            let latest = old
+                .saturating_add(1)
+                .saturating_mul(written_ms)
+                .saturating_sub(1)
+                .min(now);
+            latest / window
+        };
+        self.keys.regenerate(|old16| {
+            // Records are at most 2^16 generations old (they are swept at
+            // two), but for the keys of holds still remembered.
+            let age = u64::from((written_current as u16).wrapping_sub(old16));
+            convert(written_current.saturating_sub(age)) as u16
+        });
+        for hold in self.holds.values_mut() {
+            if hold.state != HoldState::Active {
+                hold.ended_generation = convert(hold.ended_generation);
+            }
+        }
+        self.generation = now / window;
+        self.swept_generation = self.generation;
+    }
+
     fn debug_check_account(&self, account: AccountId) {
         if cfg!(debug_assertions) {
             if let Some(slot) = self.slot_of(account) {
@@ -1192,6 +1227,7 @@ impl Shard {
         w.u64(SNAPSHOT_VERSION);
         w.u64(self.now_ms);
         w.u64(self.swept_generation);
+        w.u64(self.dedup_window_ms);
         for v in [
             self.ledger.deposits,
             self.ledger.debits,
@@ -1286,6 +1322,15 @@ impl Shard {
         shard.today = shard.now_ms / DAY_MS;
         shard.generation = shard.now_ms / dedup_window_ms;
         shard.swept_generation = r.u64()?;
+        // Version 1 did not say: taken to be the window it is opened with.
+        let written_window = if version == 1 {
+            dedup_window_ms
+        } else {
+            r.u64()?
+        };
+        if written_window == 0 {
+            return None;
+        }
         let mut ledger = [0i128; 4];
         for v in &mut ledger {
             *v = i128::from_le_bytes(r.take(16)?.try_into().ok()?);
@@ -1402,6 +1447,9 @@ impl Shard {
         }
         if !r.0.is_empty() {
             return None;
+        }
+        if written_window != dedup_window_ms {
+            shard.rewindow(written_window);
         }
         let ext_ok = shard
             .accounts
@@ -1667,6 +1715,61 @@ mod tests {
             "two generations later the key is new again"
         );
         assert_eq!(again.code, Code::Ok);
+    }
+
+    /// A snapshot written under one dedup window and opened under another:
+    /// every key is kept at least one (new) window after it happened, and
+    /// forgotten in time, whichever way the window changed. Read in the
+    /// old unit, the generations made the first sweep forget every key
+    /// (or underflowed).
+    #[test]
+    fn a_changed_window_keeps_keys_for_the_new_window() {
+        let debit = |id| Request::Debit {
+            id,
+            account: 1,
+            amount: amount("1"),
+        };
+        let mut s = Shard::new(0, 1_000, None);
+        s.apply(&Request::OpenAccount {
+            account: 1,
+            currency: Some(Currency::USD),
+            overdraft: None,
+        });
+        s.apply(&Request::Deposit {
+            id: 1,
+            account: 1,
+            amount: amount("100"),
+        });
+        s.advance_to(5_500);
+        assert_eq!(code(&mut s, debit(10)), Code::Ok);
+        s.advance_to(6_200);
+        assert_eq!(code(&mut s, debit(11)), Code::Ok);
+        let mut bytes = Vec::new();
+        s.encode_snapshot(&mut bytes);
+        let reopen = |window| Shard::decode_snapshot(&bytes, window, None).expect("decodes");
+
+        // Ten times longer: both keys live until at least 10 s after them.
+        let mut longer = reopen(10_000);
+        longer.advance_to(15_000);
+        assert!(longer.apply(&debit(10)).replayed, "5.5 s + 10 s > 15 s");
+        assert!(longer.apply(&debit(11)).replayed);
+        longer.advance_to(40_000);
+        let again = longer.apply(&debit(10));
+        assert!(!again.replayed, "forgotten two new windows on");
+        assert_eq!(again.code, Code::Ok);
+        longer.check_invariants().unwrap();
+
+        // Ten times shorter: 10 (at 5.5 s) goes at the first sweep; 11 (at
+        // 6.2 s, in the snapshot's last window: taken as of the snapshot's
+        // time) lives one new window after the snapshot, and goes at the
+        // sweep after that.
+        let mut shorter = reopen(100);
+        shorter.advance_to(6_300);
+        assert!(!shorter.apply(&debit(10)).replayed, "5.5 s + 0.1 s < 6.3 s");
+        assert!(shorter.apply(&debit(11)).replayed, "6.2 s + 0.1 s >= 6.3 s");
+        shorter.advance_to(6_400);
+        assert!(!shorter.apply(&debit(11)).replayed);
+        shorter.check_invariants().unwrap();
     }
 
     #[test]

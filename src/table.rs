@@ -513,6 +513,20 @@ impl KeyTable {
         self.current.records().chain(old)
     }
 
+    /// Changes every record's generation (which no lookup depends on).
+    pub fn regenerate(&mut self, mut generation: impl FnMut(u16) -> u16) {
+        let cursor = self.cursor;
+        let old = self
+            .old
+            .iter_mut()
+            .flat_map(|o| o.cells[cursor..].iter_mut());
+        for cell in self.current.cells.iter_mut().chain(old) {
+            if cell.slot != SLOT_EMPTY {
+                cell.generation = generation(cell.generation);
+            }
+        }
+    }
+
     #[inline]
     pub fn prefetch(&self, slot: u32, id: u64) {
         self.current.prefetch(slot, id);
