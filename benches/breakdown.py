@@ -28,6 +28,9 @@ import tempfile
 FREQ_HZ = 1999
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOADGEN = os.environ.get("LOADGEN") or os.path.join(ROOT, "target", "release", "loadgen")
+# Producer threads are unnamed: the kernel calls them after the binary
+# (its first 15 bytes).
+PRODUCER = os.path.basename(LOADGEN)[:15]
 
 # Kernel symbols of first touches of fresh anonymous memory (the kernel
 # zeroes every page; on this VM the host faults it in too).
@@ -37,18 +40,17 @@ FRESH = (r"clear_page|folio_zero|page_fault|do_huge_pmd|get_page_from_freelist|"
 
 # (bucket, thread prefix or None, symbol pattern): the first match wins.
 RULES = [
-    ("kernel: fresh memory, on a spare thread (next key table or segment)",
+    ("spare thread: next key table faulted in (kernel zeroing)",
      "debitcore-spare", FRESH),
     ("kernel: fresh memory, on a shard worker", "debitcore-shard", FRESH),
-    ("kernel: fresh memory, on a producer", "loadgen", FRESH),
+    ("kernel: fresh memory, on a producer", PRODUCER, FRESH),
     ("kernel: sleep and wake-up (futex, scheduler)", None,
      r"futex|schedule|try_to_wake_up|finish_task_switch|_raw_spin_unlock_irq|"
      r"ttwu|enqueue_task|dequeue_task|pick_next|update_curr|wake_up|"
      r"native_write_msr|irqentry_exit|exit_to_user_mode|__rseq|syscall_exit|"
      r"hrtimer|switch_mm|__switch_to|native_sched_clock|smp_call_function"),
     ("log: flusher thread (fdatasync, writeback)", "debitcore-flush", r"."),
-    ("log: spare segment made ready", "debitcore-spare", r"wal|segment|write|memset"),
-    ("key table: next one made ready (spare thread)", "debitcore-spare", r"."),
+    ("spare thread: next log segment written", "debitcore-spare", r"."),
     ("log: encode, checksum, copy (worker)", "debitcore-shard",
      r"debitcore::wal|crc32c|memmove|memcpy"),
     ("apply: index, account, key table", "debitcore-shard",
@@ -56,8 +58,8 @@ RULES = [
     ("worker: batches, replies, queue", "debitcore-shard",
      r"debitcore::engine|crossbeam|parking_lot|Reply|SegQueue"),
     ("allocator (mimalloc)", None, r"\bmi_|_mi_|mimalloc"),
-    ("producer: client hand-off", "loadgen", r"debitcore::engine"),
-    ("producer: the gateway's own work (loadgen)", "loadgen",
+    ("producer: client hand-off", PRODUCER, r"debitcore::engine|crossbeam|parking_lot"),
+    ("producer: the gateway's own work (loadgen)", PRODUCER,
      r"loadgen|hdrhistogram|hashbrown|clock_gettime|Timespec|Instant|WordHasher|"
      r"__rust_begin_short_backtrace"),
     ("kernel: other", None, r"\[k\]"),
