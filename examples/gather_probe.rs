@@ -7,7 +7,11 @@
 //! - independent loads at random places (`sum += a[random]`): the out-of-order
 //!   core keeps as many in flight as it can, so this is the throughput
 //!   cost of a miss, the figure a batch of prefetched debits pays;
-//! - dependent loads (a random cyclic chain): the latency of one miss.
+//! - dependent loads (a random cyclic chain): the latency of one miss;
+//! - and, before either, writing the fresh mapping once and then again:
+//!   what first touching new memory costs (the kernel zeroes each page; a
+//!   virtual machine's host may fault it in too) against memory already
+//!   touched, in GB/s. Growing tables pay the first.
 //!
 //! Run: `cargo run --release --example gather_probe [MAX_MIB]`
 
@@ -22,13 +26,16 @@ fn main() {
         .map(|a| a.parse().expect("MAX_MIB: a number"))
         .unwrap_or(4096);
     println!(
-        "{:>9} {:>14} {:>14}",
-        "MiB", "ns/independent", "ns/dependent"
+        "{:>9} {:>14} {:>14} {:>14} {:>14}",
+        "MiB", "ns/independent", "ns/dependent", "GB/s 1st write", "GB/s 2nd write"
     );
     let mut mib = 1;
     while mib <= max_mib {
-        let (independent, dependent) = measure(mib << 20);
-        println!("{mib:>9} {independent:>14.1} {dependent:>14.1}");
+        let m = measure(mib << 20);
+        println!(
+            "{mib:>9} {:>14.1} {:>14.1} {:>14.2} {:>14.2}",
+            m.independent, m.dependent, m.first_write, m.second_write
+        );
         mib *= 4;
     }
 }
@@ -41,11 +48,25 @@ fn next(state: &mut u64) -> u64 {
     state.wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
-fn measure(bytes: usize) -> (f64, f64) {
+struct Measured {
+    independent: f64,
+    dependent: f64,
+    first_write: f64,
+    second_write: f64,
+}
+
+fn measure(bytes: usize) -> Measured {
     let words = bytes / 8;
     let mut map = MmapMut::map_anon(bytes).expect("an anonymous mapping");
     map.advise(Advice::HugePage).expect("madvise");
     let a: &mut [u64] = bytemuck_words(&mut map);
+    let gb_per_s = |start: Instant| bytes as f64 / start.elapsed().as_nanos() as f64;
+    let start = Instant::now();
+    a.fill(1);
+    let first_write = gb_per_s(start);
+    let start = Instant::now();
+    a.fill(2);
+    let second_write = gb_per_s(start);
     // A random cycle through one word per cache line (Sattolo's shuffle),
     // stored in the array itself for the dependent walk.
     let lines = words / 8;
@@ -80,7 +101,12 @@ fn measure(bytes: usize) -> (f64, f64) {
     }
     let dependent = start.elapsed().as_nanos() as f64 / steps as f64;
     std::hint::black_box((sum, at));
-    (independent, dependent)
+    Measured {
+        independent,
+        dependent,
+        first_write,
+        second_write,
+    }
 }
 
 /// The mapping as words (its length is a multiple of 8 and it is
