@@ -1672,7 +1672,12 @@ mod tests {
     }
 
     fn shard() -> Shard {
-        let mut s = Shard::new(0, 10_000, None);
+        shard_with_window(10_000)
+    }
+
+    /// Account 1 (USD) with 100 in it, at time 0.
+    fn shard_with_window(dedup_window_ms: u64) -> Shard {
+        let mut s = Shard::new(0, dedup_window_ms, None);
         s.apply(&Request::OpenAccount {
             account: 1,
             currency: Some(Currency::USD),
@@ -1729,17 +1734,7 @@ mod tests {
             account: 1,
             amount: amount("1"),
         };
-        let mut s = Shard::new(0, 1_000, None);
-        s.apply(&Request::OpenAccount {
-            account: 1,
-            currency: Some(Currency::USD),
-            overdraft: None,
-        });
-        s.apply(&Request::Deposit {
-            id: 1,
-            account: 1,
-            amount: amount("100"),
-        });
+        let mut s = shard_with_window(1_000);
         s.advance_to(5_500);
         assert_eq!(code(&mut s, debit(10)), Code::Ok);
         s.advance_to(6_200);
