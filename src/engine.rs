@@ -469,7 +469,6 @@ impl Inner {
         }
     }
 
-    /// Answers batches pushed after the workers exited.
     /// After shard `index`'s worker panicked: marks its port dead and drops
     /// what waits in its queue. A push that comes after sees `dead` and
     /// drops its batch itself (the two fences pair up), so no batch waits
@@ -488,6 +487,7 @@ impl Inner {
         }
     }
 
+    /// Answers batches pushed after the workers exited.
     fn answer_orphans(&self) {
         for port in &self.ports {
             while let Some(batch) = port.queue.pop() {
