@@ -29,7 +29,7 @@ use crate::money::{AmountArg, Currency};
 use crate::outcome::{Code, Info, Outcome};
 use crate::request::{AccountId, LimitsArg, Op, Request, TxnId};
 use crate::risk::{Limits, RiskContext, RiskDecision, RiskPolicy, SpecRules, Velocity};
-use crate::table::{KeyRecord, KeySpare, KeyTable, Payload};
+use crate::table::{KeyRecord, KeySpare, KeyTable, Payload, SWEEP_CELLS_PER_STEP};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -153,6 +153,8 @@ pub struct Shard {
     generation: u64,
     /// Generation (now / window) up to which forgetting has been done.
     swept_generation: u64,
+    /// The rule of the key sweep under way, if any (`forget_before`).
+    forgetting: Forgetting,
     policy: Option<Box<dyn RiskPolicy>>,
     ledger: Ledger,
 }
@@ -186,6 +188,7 @@ impl Shard {
             dedup_window_ms,
             generation: now_ms / dedup_window_ms,
             swept_generation: now_ms / dedup_window_ms,
+            forgetting: Forgetting::default(),
             policy,
             ledger: Ledger::default(),
         }
@@ -493,7 +496,8 @@ impl Shard {
         // Fixed for the account's life, as the slot is for the key's.
         let exponent = self.accounts[slot as usize].currency.exponent();
         // One probe finds the key or the cell it goes in; `body` inserts
-        // no key, so that cell stays free for it.
+        // no key, so that cell stays free for it (the sweep steps before).
+        self.sweep_keys_some(SWEEP_CELLS_PER_STEP);
         self.keys.reserve_one();
         let vacant = match self.keys.probe(slot, id) {
             Ok(found) => {
@@ -1054,19 +1058,45 @@ impl Shard {
     /// The key that made a hold is kept while the hold is remembered, and
     /// refund progress and a capture's amount go with the key of their
     /// original.
+    ///
+    /// The key table is swept a few cells per keyed request
+    /// (`sweep_keys_some`), not in one pause the size of the table; a
+    /// small table is swept at once. A sweep still under way from the last
+    /// generation change is finished first.
     fn forget_before(&mut self, generation: u64) {
+        self.sweep_keys_some(usize::MAX);
         let jumped = generation - self.swept_generation >= 2;
         self.holds.retain(|_, hold| {
             hold.state == HoldState::Active || generation - hold.ended_generation < 2
         });
+        self.forgetting = Forgetting {
+            current: generation as u16,
+            jumped,
+        };
+        self.keys.start_sweep();
+        if self.keys.small() {
+            self.sweep_keys_some(usize::MAX);
+        }
+        self.swept_generation = generation;
+    }
+
+    /// Goes on with the key sweep under way (if any) for up to `cells`
+    /// cells, by the rule of the generation change that started it.
+    fn sweep_keys_some(&mut self, cells: usize) {
+        if !self.keys.sweeping() {
+            return;
+        }
+        let Forgetting { current, jumped } = self.forgetting;
         let holds = &self.holds;
         let refunded = &mut self.refunded;
         let capture_amounts = &mut self.capture_amounts;
-        let current = generation as u16;
-        self.keys.sweep(|record| {
-            // Every record was written at or after `swept_generation - 1`;
-            // a jump of two or more generations makes all of them old.
-            let old = jumped || current.wrapping_sub(record.generation) >= 2;
+        self.keys.sweep_step(cells, |record| {
+            // Keys that came after the sweep began are of `current`. Every
+            // other record was written at or after the generation before
+            // the last sweep's; a jump of two or more generations makes all
+            // of them old.
+            let old = record.generation != current
+                && (jumped || current.wrapping_sub(record.generation) >= 2);
             let key = (record.slot, record.id);
             if !old || holds.contains_key(&key) {
                 return false;
@@ -1077,7 +1107,6 @@ impl Shard {
             }
             true
         });
-        self.swept_generation = generation;
     }
 
     /// Re-expresses the generations of a shard restored from a snapshot
@@ -1550,6 +1579,16 @@ impl SnapReader<'_> {
     }
 }
 
+/// The rule of one key sweep: what `forget_before` decided at a generation
+/// change, kept while the sweep goes on a few cells at a time.
+#[derive(Clone, Copy, Debug, Default)]
+struct Forgetting {
+    /// The generation the sweep began in (modulo 2^16, as records keep it).
+    current: u16,
+    /// Two or more generations passed at once: every older record is old.
+    jumped: bool,
+}
+
 /// What the prefetch stages need of a request, read from it once: the index
 /// hash of its account and the id it is keyed by.
 #[derive(Clone, Copy)]
@@ -1765,6 +1804,54 @@ mod tests {
         shorter.advance_to(6_400);
         assert!(!shorter.apply(&debit(11)).replayed);
         shorter.check_invariants().unwrap();
+    }
+
+    /// A large key table is swept a few cells per keyed request, not in
+    /// one pause: right after the generation change old keys are still
+    /// there; after enough requests they are gone, while the keys of the
+    /// requests that came meanwhile (even after a jump of several windows,
+    /// which makes every older key old) are kept.
+    #[test]
+    fn a_large_key_table_forgets_a_few_cells_per_request() {
+        let mut s = shard_with_window(1_000);
+        s.reserve(0, 100_000);
+        assert!(!s.keys.small(), "the table is swept in steps");
+        let debit = |id| Request::Debit {
+            id,
+            account: 1,
+            amount: amount("0.01"),
+        };
+        let status = |s: &mut Shard, id| s.apply(&Request::Status { account: 1, id }).code;
+        for id in 100..1_100 {
+            assert_eq!(code(&mut s, debit(id)), Code::Ok);
+        }
+        // Five windows on: every key so far is old.
+        s.advance_to(5_000);
+        assert!(s.keys.sweeping());
+        let mut new_ids = Vec::new();
+        let mut id = 1_000_000;
+        while s.keys.sweeping() {
+            assert_eq!(code(&mut s, debit(id)), Code::Ok);
+            new_ids.push(id);
+            id += 1;
+        }
+        let cells = (100_000usize * 16).div_ceil(13);
+        assert!(
+            new_ids.len() >= cells / SWEEP_CELLS_PER_STEP / 2,
+            "{} requests for {cells} cells: not a few cells each",
+            new_ids.len()
+        );
+        for old in 100..1_100 {
+            assert_eq!(status(&mut s, old), Code::UnknownId, "old key {old}");
+        }
+        for &new in &new_ids {
+            assert_eq!(
+                status(&mut s, new),
+                Code::Ok,
+                "key {new} of the sweep's time"
+            );
+        }
+        s.check_invariants().unwrap();
     }
 
     #[test]

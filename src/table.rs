@@ -320,16 +320,30 @@ impl Table {
     /// Starts at an empty cell (one exists: the table is never full) and
     /// walks once around, so no cluster straddles the start and backward
     /// shifting never moves a record past the cursor unexamined.
-    pub fn sweep(&mut self, mut expired: impl FnMut(&KeyRecord) -> bool) -> usize {
+    #[cfg(test)]
+    pub fn sweep(&mut self, expired: impl FnMut(&KeyRecord) -> bool) -> usize {
+        let mut sweep = Sweep::new(self);
+        self.sweep_some(&mut sweep, usize::MAX, expired)
+    }
+
+    /// Goes on with `sweep` for at most `cells` cells (a cell looked at
+    /// again after a removal counts again); returns how many records it
+    /// removed. Between calls, keys may be inserted anywhere: they are of
+    /// the current generation, so never expired, and an insertion moves no
+    /// record. A removal shifts records back only into the hole at the
+    /// cursor or after it, so none escapes unexamined.
+    fn sweep_some(
+        &mut self,
+        sweep: &mut Sweep,
+        cells: usize,
+        mut expired: impl FnMut(&KeyRecord) -> bool,
+    ) -> usize {
         let capacity = self.capacity();
-        let start = match self.cells.iter().position(|c| c.slot == SLOT_EMPTY) {
-            Some(start) => start,
-            None => unreachable!("the table is at most 7/8 full"),
-        };
         let mut removed = 0;
-        let mut step = 1;
-        while step < capacity {
-            let i = self.wrap(start, step);
+        let mut budget = cells;
+        while sweep.step < capacity && budget > 0 {
+            budget -= 1;
+            let i = self.wrap(sweep.start, sweep.step);
             let cell = self.cells[i];
             if cell.slot != SLOT_EMPTY && expired(&cell) {
                 self.remove_at(i);
@@ -338,7 +352,7 @@ impl Table {
                 // cluster (or is empty): look at it again.
                 continue;
             }
-            step += 1;
+            sweep.step += 1;
         }
         self.len -= removed;
         removed
@@ -400,6 +414,35 @@ impl Table {
 /// (`apply_probe 1000000 4000000 64 1`: 287 ns per debit at 4, 261 at 16).
 const MIGRATE_CELLS_PER_STEP: usize = 16;
 
+/// Cells a sweep looks at per keyed request (`KeyTable::sweep_step`): a
+/// table of C cells is swept within C/32 keyed requests, in which at most
+/// C/32 keys arrive, so a table sized at 13/16 stays below its 7/8 growth
+/// point while the expired keys go (13/16 + 1/32 < 7/8).
+pub(crate) const SWEEP_CELLS_PER_STEP: usize = 32;
+
+/// Tables of at most this many cells are swept in one go: the pause is a
+/// few tens of microseconds, and forgetting is then exact to the request.
+pub(crate) const SWEEP_AT_ONCE_CELLS: usize = 1 << 16;
+
+/// Where a sweep of a [`Table`] is: it started at an empty cell (one
+/// exists: the table is never full), so no cluster straddled the start,
+/// and walks once around.
+struct Sweep {
+    start: usize,
+    /// Cells from `start` looked at so far; done at the capacity.
+    step: usize,
+}
+
+impl Sweep {
+    fn new(table: &Table) -> Sweep {
+        let start = match table.cells.iter().position(|c| c.slot == SLOT_EMPTY) {
+            Some(start) => start,
+            None => unreachable!("the table is at most 7/8 full"),
+        };
+        Sweep { start, step: 1 }
+    }
+}
+
 /// A table made ready for the next growth, its pages already faulted in
 /// (zeroed by the kernel) by [`KeySpare::make`] on another thread, so the
 /// worker does not stall on hundreds of page faults right after growing.
@@ -435,6 +478,8 @@ pub(crate) struct KeyTable {
     old_left: usize,
     /// The next growth's table, if one was made ready (see `spare_wanted`).
     spare: Option<Table>,
+    /// The sweep of `current` in progress, if any (see `start_sweep`).
+    sweep: Option<Sweep>,
     /// Keys the table was sized for ([`KeyTable::sized_for`]), 0 if none:
     /// up to there no spare is made, since a table holding what it was
     /// sized for is the steady state, not the way to a growth.
@@ -464,6 +509,7 @@ impl KeyTable {
             cursor: 0,
             old_left: 0,
             spare: None,
+            sweep: None,
             planned: 0,
         }
     }
@@ -579,6 +625,10 @@ impl KeyTable {
             self.migrate(MIGRATE_CELLS_PER_STEP);
         }
         if self.current.full(1) {
+            // A sweep still under way is given up: the records it had not
+            // reached move with the rest and the next sweep takes them
+            // (kept longer, never shorter).
+            self.sweep = None;
             // Only if growth outran migration, which the step size rules
             // out; finish the move rather than hold three tables.
             self.migrate(usize::MAX);
@@ -632,9 +682,45 @@ impl KeyTable {
     }
 
     /// Removes every record for which `expired` says so; returns how many.
+    #[cfg(test)]
     pub fn sweep(&mut self, expired: impl FnMut(&KeyRecord) -> bool) -> usize {
         self.migrate(usize::MAX);
+        self.sweep = None;
         self.current.sweep(expired)
+    }
+
+    /// Starts a sweep that `sweep_step` carries out a few cells at a time,
+    /// so forgetting never pauses a shard for the size of its table. The
+    /// caller finishes a sweep still under way first (`sweep_step` with no
+    /// bound), since only it knows that sweep's rule. A growth under way is
+    /// finished here: a sweep walks one table.
+    pub fn start_sweep(&mut self) {
+        debug_assert!(self.sweep.is_none(), "a sweep is under way");
+        self.migrate(usize::MAX);
+        self.sweep = Some(Sweep::new(&self.current));
+    }
+
+    pub fn sweeping(&self) -> bool {
+        self.sweep.is_some()
+    }
+
+    /// Whether the table is small enough to sweep in one go.
+    pub fn small(&self) -> bool {
+        self.current.capacity() <= SWEEP_AT_ONCE_CELLS
+    }
+
+    /// Goes on with the sweep under way for at most `cells` cells, removing
+    /// the records `expired` says are; returns how many it removed. The
+    /// rule must stay that of the sweep's start.
+    pub fn sweep_step(&mut self, cells: usize, expired: impl FnMut(&KeyRecord) -> bool) -> usize {
+        let Some(mut sweep) = self.sweep.take() else {
+            return 0;
+        };
+        let removed = self.current.sweep_some(&mut sweep, cells, expired);
+        if sweep.step < self.current.capacity() {
+            self.sweep = Some(sweep);
+        }
+        removed
     }
 
     #[cfg(test)]
@@ -880,5 +966,70 @@ mod tests {
         assert_eq!(table.spare_wanted(), None);
         table.insert(record(1, keys as u64));
         assert_eq!(table.spare_wanted(), Some(table.current.capacity() * 2));
+    }
+    /// A sweep done a few cells at a time, with keys of the current
+    /// generation inserted between the steps (and so clusters that change
+    /// under it, and straddle its start), removes exactly the expired
+    /// records: none escapes, and no live one goes.
+    #[test]
+    fn a_sweep_in_steps_with_inserts_between_removes_exactly_the_expired() {
+        for capacity in [1031, 3000] {
+            let mut table = KeyTable::with_capacity(capacity);
+            let fits = (capacity * 13 / 16) as u64;
+            // Generations 0, 1, 2 by id % 3 (see `record`); 0 expires.
+            for id in 0..fits {
+                table.insert(record(1 + (id % 5) as u32, id * 7919));
+            }
+            let before: Vec<KeyRecord> = table.records().copied().collect();
+            table.start_sweep();
+            let mut new = Vec::new();
+            let mut next = fits * 7919;
+            let mut steps = 0;
+            while table.sweeping() {
+                table.sweep_step(7, |r| r.generation == 0);
+                steps += 1;
+                if new.len() < capacity / 20 {
+                    // A new key, of a generation the rule keeps.
+                    let r = KeyRecord::new(next, 2, 2, 0, 3, Payload::Minor(1));
+                    table.insert(r);
+                    new.push(r);
+                    next += 1;
+                }
+            }
+            assert!(steps >= capacity / 7, "capacity {capacity}: {steps} steps");
+            table.check_reachable();
+            for r in before.iter().chain(&new) {
+                let kept = table.get(r.slot, r.id).is_some();
+                assert_eq!(kept, r.generation != 0, "capacity {capacity}: {r:?}");
+            }
+            assert_eq!(
+                table.len(),
+                before.iter().filter(|r| r.generation != 0).count() + new.len()
+            );
+        }
+    }
+
+    /// A growth while a sweep is under way gives the sweep up (it walks
+    /// one table) and loses no key; the next sweep takes what it left.
+    #[test]
+    fn a_growth_gives_up_the_sweep_under_way_and_loses_nothing() {
+        let mut table = KeyTable::with_capacity(1024);
+        for id in 0..800u64 {
+            table.insert(record(1, id));
+        }
+        table.start_sweep();
+        table.sweep_step(10, |_| false);
+        let mut id = 800u64;
+        while !table.would_grow(1) {
+            table.insert(record(1, id));
+            id += 1;
+        }
+        table.insert(record(1, id));
+        assert!(!table.sweeping(), "the growth ended the sweep");
+        for n in 0..=id {
+            assert!(table.get(1, n).is_some(), "key {n}");
+        }
+        let expired = (0..=id).filter(|n| n % 3 == 0).count();
+        assert_eq!(table.sweep(|r| r.generation == 0), expired);
     }
 }
