@@ -1082,10 +1082,18 @@ impl Shard {
 
     /// Goes on with the key sweep under way (if any) for up to `cells`
     /// cells, by the rule of the generation change that started it.
+    #[inline]
     fn sweep_keys_some(&mut self, cells: usize) {
-        if !self.keys.sweeping() {
-            return;
+        if self.keys.sweeping() {
+            self.sweep_keys_step(cells);
         }
+    }
+
+    /// Out of line: a sweep runs on few requests of a window, and its rule
+    /// should not weigh on every keyed request's code.
+    #[cold]
+    #[inline(never)]
+    fn sweep_keys_step(&mut self, cells: usize) {
         let Forgetting { current, jumped } = self.forgetting;
         let holds = &self.holds;
         let refunded = &mut self.refunded;
