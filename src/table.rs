@@ -4,10 +4,11 @@
 //! Linear probing over an array of any capacity (the home cell is Lemire's
 //! range reduction of the key's hash, so a table sized for a known load is
 //! not rounded up to a power of two), at most 7/8 full: 25 bytes a cell with
-//! its tag, 30.8 per key in a table sized for its keys (13/16 full). Records are removed
-//! only by [`KeyTable::sweep`], which deletes with backward shifting (Knuth,
-//! TAOCP vol. 3, 6.4, Algorithm R), so no tombstones build up and a lookup
-//! stops at the first empty slot.
+//! its tag, 30.8 per key in a table sized for its keys (13/16 full).
+//! Records are removed only by a sweep ([`KeyTable::start_sweep`], then
+//! [`KeyTable::sweep_step`] a few cells at a time), which deletes with
+//! backward shifting (Knuth, TAOCP vol. 3, 6.4, Algorithm R), so no
+//! tombstones build up and a lookup stops at the first empty slot.
 //!
 //! A record carries the dedup-window generation in which its key was first
 //! processed; a sweep at each generation change drops what is two or more
