@@ -140,6 +140,18 @@ fn main() -> ExitCode {
                     eprintln!("debitcore run: shard {shard}: {note}");
                 }
             }
+            // A data directory keeps the shard count it was made with
+            // (accounts are placed by it): say so rather than ignore a
+            // `--shards` that asks for another.
+            if let Some(asked) = shards.map(usize::from) {
+                let has = engine.shard_count();
+                if asked != has {
+                    eprintln!(
+                        "debitcore run: the data directory has {has} shards (fixed when it \
+                         was made); --shards {asked} is ignored"
+                    );
+                }
+            }
             let stdout = std::io::stdout().lock();
             match runner::run_on(&engine, std::io::stdin(), stdout, options.manual_clock) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -160,6 +160,31 @@ fn bad_arguments_exit_2_with_usage() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
+/// A data directory keeps the shard count it was made with; a `--shards`
+/// that asks for another is named on stderr, not silently ignored, and the
+/// outcomes are the directory's.
+#[test]
+fn a_data_dir_keeps_its_shard_count_and_says_so() {
+    let dir = std::env::temp_dir().join(format!("debitcore-cli-shards-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.to_str().expect("a UTF-8 temp path");
+    let open = b"{\"op\":\"open_account\",\"account\":1,\"currency\":\"USD\"}\n";
+    let made = run_cli(&["run", "--shards", "2", "--data-dir", path], open);
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    assert!(!made.stderr.contains("ignored"), "{}", made.stderr);
+    let again = run_cli(&["run", "--shards", "3", "--data-dir", path], open);
+    assert_eq!(again.code, Some(0), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("has 2 shards") && again.stderr.contains("--shards 3 is ignored"),
+        "{}",
+        again.stderr
+    );
+    assert!(String::from_utf8_lossy(&again.stdout).contains("account_exists"));
+    let same = run_cli(&["run", "--shards", "2", "--data-dir", path], b"");
+    assert!(!same.stderr.contains("ignored"), "{}", same.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn empty_input_exits_0_silently() {
     let finished = run_cli(&["run", "--clock", "manual"], b"");
