@@ -1939,16 +1939,12 @@ mod tests {
         }
     }
 
-    /// The shared examples: every request line parses or is malformed as
+    /// The example streams (`tests/data/streams`): every request line parses or is malformed as
     /// its outcome says, and every other outcome line is written back byte
     /// for byte.
     #[test]
-    fn shared_examples() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/examples");
-        if !dir.is_dir() {
-            eprintln!("skipped: no {}", dir.display());
-            return;
-        }
+    fn example_streams() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/streams");
         let mut checked = 0;
         for name in ["core", "preauth"] {
             let read = |kind: &str| {

@@ -3,7 +3,7 @@
 //! A payment gateway embeds this crate. Every account lives on one shard;
 //! each shard is owned by one worker thread that alone touches its tables.
 //! Gateway threads hold a [`Client`] that batches their requests on the way
-//! in. See `ARCHITECTURE.md` for the map and `../shared/SPEC.md` for the
+//! in. See `ARCHITECTURE.md` for the map and `docs/behaviour.md` for the
 //! meaning of every request.
 #![deny(unsafe_code)]
 

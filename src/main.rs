@@ -1,7 +1,7 @@
 //! The `debitcore` command.
 //!
 //! `debitcore run` reads requests as JSON Lines on standard input and writes
-//! one outcome line per request on standard output (`../shared/SPEC.md`,
+//! one outcome line per request on standard output (`docs/behaviour.md`,
 //! "The runner"). Bad arguments print usage and exit 2.
 
 use clap::{Parser, Subcommand, ValueEnum};

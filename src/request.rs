@@ -10,7 +10,7 @@ use crate::money::{AmountArg, Currency};
 pub type AccountId = u64;
 pub type TxnId = u64;
 
-/// One request. See `../shared/SPEC.md` for what each means.
+/// One request. See `docs/behaviour.md` for what each means.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     OpenAccount {

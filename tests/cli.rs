@@ -78,7 +78,7 @@ fn run_cli(args: &[&str], input: &[u8]) -> Finished {
 
 fn example(name: &str, suffix: &str) -> String {
     let path = format!(
-        "{}/../shared/examples/{name}.{suffix}.jsonl",
+        "{}/tests/data/streams/{name}.{suffix}.jsonl",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))

@@ -1,7 +1,7 @@
 //! Conformance: request streams with their required outcomes, checked through
 //! `runner::run` with a manual clock.
 //!
-//! `../shared/examples/*.requests.jsonl` come with `.outcomes.jsonl` files
+//! `tests/data/streams/*.requests.jsonl` come with `.outcomes.jsonl` files
 //! that SPEC's authors wrote. The small streams further down pin single
 //! rules of SPEC.md (check order, boundaries, replays); each expected line is
 //! derived from the sentence of SPEC quoted above it.
@@ -48,7 +48,7 @@ fn input_lines(text: &str) -> Vec<&str> {
 }
 
 fn example(name: &str) -> (String, String) {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/examples");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/streams");
     let read = |suffix: &str| {
         let path = format!("{dir}/{name}.{suffix}.jsonl");
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
@@ -58,7 +58,7 @@ fn example(name: &str) -> (String, String) {
 
 #[test]
 fn every_example_has_outcomes() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/examples");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/streams");
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).expect("examples directory") {
         let name = entry
