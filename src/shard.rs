@@ -109,20 +109,7 @@ struct Ledger {
     refunds: i128,
 }
 
-/// Counts a shard reports (for loadgen and PERF.md).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ShardStats {
-    pub accounts: usize,
-    pub keys: usize,
-    pub holds: usize,
-    pub timers: usize,
-    /// Bytes of the account array and index, key table and hold map.
-    pub account_bytes: usize,
-    pub key_bytes: usize,
-    /// Bytes of log written since the engine started, and flushes made.
-    pub log_bytes: u64,
-    pub log_syncs: u64,
-}
+pub use crate::stats::ShardStats;
 
 pub struct Shard {
     accounts: Vec<Account>,
@@ -207,8 +194,7 @@ impl Shard {
             timers: self.timers.len(),
             account_bytes: self.accounts.capacity() * std::mem::size_of::<Account>() + index_bytes,
             key_bytes: self.keys.bytes(),
-            log_bytes: 0,
-            log_syncs: 0,
+            ..ShardStats::default()
         }
     }
 
