@@ -112,6 +112,12 @@ pub struct Shard {
     forgetting: Forgetting,
     policy: Option<Box<dyn RiskPolicy>>,
     ledger: Ledger,
+    /// Requests that every shard sees (`advance_clock`) applied here so
+    /// far: the engine numbers them 1, 2, 3, ... in one order for all
+    /// shards, so this is also the number of the last one applied, which
+    /// recovery compares across shards to complete a broadcast that a crash
+    /// left on some shards only.
+    broadcasts: u64,
 }
 
 impl Shard {
@@ -146,11 +152,25 @@ impl Shard {
             forgetting: Forgetting::default(),
             policy,
             ledger: Ledger::default(),
+            broadcasts: 0,
         }
     }
 
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    /// How many requests that every shard sees this shard has applied
+    /// (see the field).
+    pub fn broadcasts(&self) -> u64 {
+        self.broadcasts
+    }
+
+    /// Takes broadcasts up to `n` as applied, for a data directory whose
+    /// logs predate their numbering (nothing to complete them from).
+    pub(crate) fn assume_broadcasts(&mut self, n: u64) {
+        debug_assert!(n >= self.broadcasts);
+        self.broadcasts = n;
     }
 
     pub fn stats(&self) -> ShardStats {
@@ -410,6 +430,7 @@ impl Shard {
                 None => Outcome::new(Code::UnknownAccount),
             },
             Request::AdvanceClock { ms } => {
+                self.broadcasts += 1;
                 self.advance_to(self.now_ms.saturating_add(ms));
                 Outcome::new(Code::Ok)
             }

@@ -11,6 +11,7 @@
 //!
 //! The byte layout is in `docs/wal-format.md`.
 
+pub mod broadcasts;
 pub mod record;
 pub mod recovery;
 pub mod segment;

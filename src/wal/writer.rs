@@ -255,6 +255,12 @@ impl ShardLog {
         }
     }
 
+    /// Syncs everything appended so far, on the calling thread (for the
+    /// records recovery itself appends, before the flusher runs them).
+    pub fn sync_now(&mut self) -> io::Result<()> {
+        self.files_to_sync().iter().try_for_each(ToSync::sync)
+    }
+
     pub fn snapshot_due(&self) -> bool {
         self.bytes_since_snapshot >= self.options.snapshot_every_bytes
     }
