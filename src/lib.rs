@@ -6,6 +6,7 @@
 //! in. See `ARCHITECTURE.md` for the map and `docs/behaviour.md` for the
 //! meaning of every request.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod codec;
 pub mod engine;
