@@ -62,7 +62,11 @@ impl Hasher for WordHasher {
     }
 }
 
+/// A `BuildHasher` of [`WordHasher`]: fixed and seedless, for maps keyed by
+/// integers.
 pub type WordBuildHasher = BuildHasherDefault<WordHasher>;
+/// A `HashMap` hashed by [`WordHasher`] (the shard's hold, refund and
+/// capture maps; loadgen's id maps).
 pub type WordMap<K, V> = std::collections::HashMap<K, V, WordBuildHasher>;
 
 #[cfg(test)]

@@ -112,18 +112,31 @@ struct Ledger {
 /// Counts a shard reports (for loadgen and PERF.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
+    /// Accounts open on the shard.
     pub accounts: usize,
+    /// Keys remembered (requests whose outcome a replay would return).
     pub keys: usize,
+    /// Holds remembered: active ones, and ended ones not yet forgotten.
     pub holds: usize,
+    /// Expiry timers queued, stale ones (moved or ended holds) included.
     pub timers: usize,
     /// Bytes of the account array and index, key table and hold map.
     pub account_bytes: usize,
+    /// Bytes of the key table.
     pub key_bytes: usize,
     /// Bytes of log written since the engine started, and flushes made.
     pub log_bytes: u64,
+    /// Flushes (fdatasync) made since the engine started.
     pub log_syncs: u64,
 }
 
+/// One shard's state machine: its accounts, holds, keys, expiry timers
+/// and limits, and every rule of the behaviour contract.
+///
+/// A deterministic function of (state, request, engine time): it knows
+/// nothing of threads, queues or clocks. The engine gives one to each
+/// worker; it is public for benches, the examples' probes and tests, which
+/// drive it directly.
 pub struct Shard {
     accounts: Vec<Account>,
     index: AccountIndex,
@@ -194,10 +207,13 @@ impl Shard {
         }
     }
 
+    /// Engine time, ms, as of the last `advance_to` (or creation).
     pub fn now_ms(&self) -> u64 {
         self.now_ms
     }
 
+    /// Counts and memory of the shard's tables (the log figures are 0 here;
+    /// the engine fills them in).
     pub fn stats(&self) -> ShardStats {
         let index_bytes = self.index.bytes();
         ShardStats {

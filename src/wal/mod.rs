@@ -34,7 +34,10 @@ pub enum Durability {
     Sync,
     /// As `Sync`, but the flusher waits up to `max_delay_us` for more
     /// rounds to join a group: fewer flushes, longer waits.
-    Batched { max_delay_us: u64 },
+    Batched {
+        /// Longest wait for more rounds before a flush, microseconds.
+        max_delay_us: u64,
+    },
     /// No log: nothing survives the process.
     None,
 }
@@ -107,10 +110,15 @@ pub enum OpenError {
     Locked(PathBuf),
     /// A damaged record or snapshot that is not a torn tail.
     Damaged {
+        /// The file the damage is in.
         file: PathBuf,
+        /// Byte offset of the damage in `file`.
         offset: u64,
+        /// What is wrong there.
         reason: String,
     },
+    /// An I/O error on this path (permissions, a missing file, a full disk at
+    /// open).
     Io(PathBuf, io::Error),
 }
 
@@ -136,7 +144,9 @@ impl std::error::Error for OpenError {}
 
 /// An open, locked data directory.
 pub struct DataDir {
+    /// The data directory.
     pub path: PathBuf,
+    /// Its shard count, as its `meta` file records it.
     pub shards: usize,
     /// Held for the engine's life: the lock is the open file.
     _lock: File,
