@@ -1,7 +1,7 @@
 //! Fixed, well-mixed 64-bit hashing.
 //!
 //! Everything here is deterministic across runs, processes and versions:
-//! shard routing and request fingerprints will be written to disk by the log,
+//! shard routing and request fingerprints are written to disk by the log,
 //! so no per-process random seed (`RandomState`) is allowed.
 
 use std::hash::{BuildHasherDefault, Hasher};

@@ -10,6 +10,11 @@
 //! - `snapshot`: atomic snapshot files of a shard's tables.
 //!
 //! The byte layout is in `docs/wal-format.md`.
+//!
+//! An embedder needs only [`Durability`], [`WalOptions`] and [`OpenError`]
+//! (re-exported at the crate root). The submodules are public for the
+//! tests, benches and `examples/icount.rs`, which read, write and damage
+//! log files directly.
 
 pub mod record;
 pub mod recovery;
@@ -227,7 +232,8 @@ pub(crate) fn parse_meta(text: &str) -> Option<usize> {
         .filter(|&n| (1..=crate::limits::SHARD_COUNT_MAX).contains(&n))
 }
 
-/// Where one shard's segments and snapshots live.
+/// Where one shard's segments and snapshots live. Public for tests and
+/// benches that look at (or damage) a shard's files.
 pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
     data_dir.join(format!("shard-{shard:03}"))
 }
