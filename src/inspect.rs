@@ -123,7 +123,8 @@ pub struct SnapshotInfo {
 /// Everything found in one shard's directory.
 #[derive(Clone, Debug, Default)]
 pub struct ShardSummary {
-    /// The shard's index (its directory is `shard-<index>`).
+    /// The shard's index (its directory is `shard-NNN`, the index in three
+    /// digits).
     pub index: usize,
     /// Every segment file, oldest first.
     pub segments: Vec<SegmentInfo>,
