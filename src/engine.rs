@@ -73,6 +73,7 @@ pub type RiskPolicyFactory = Arc<dyn Fn(usize) -> Box<dyn RiskPolicy> + Send + S
 pub struct EngineConfig {
     /// Number of shards, each with its own worker thread (default: cores).
     pub shards: usize,
+    /// Where engine time comes from (default: the wall clock).
     pub clock: ClockMode,
     /// Keys and ended holds are remembered at least this long.
     pub dedup_window_ms: u64,
@@ -82,6 +83,8 @@ pub struct EngineConfig {
     pub data_dir: Option<PathBuf>,
     /// With a data directory: when outcomes are handed back.
     pub durability: Durability,
+    /// Segment size, snapshot frequency and the fault-injection seam of the log
+    /// (with a data directory only).
     pub wal: WalOptions,
     /// Room to set aside at start, over all shards (0: grow as needed):
     /// accounts, and keys remembered at once (about a dedup window's keyed
@@ -90,6 +93,7 @@ pub struct EngineConfig {
     /// that knows its traffic sizes it once. Memory is still only touched
     /// as it fills.
     pub expected_accounts: usize,
+    /// See `expected_accounts`: keys remembered at once, over all shards.
     pub expected_keys: usize,
 }
 
@@ -112,10 +116,16 @@ impl Default for EngineConfig {
 /// What opening a data directory found and did, per shard.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
+    /// The last LSN (log sequence number) the snapshot recovery started from
+    /// holds; 0: there was none, and replay started at the log's beginning.
     pub snapshot_lsn: u64,
+    /// Log records applied after the snapshot.
     pub records_replayed: u64,
+    /// Bytes of log those records took.
     pub bytes_replayed: u64,
+    /// How long recovering the shard took (snapshot load and replay).
     pub elapsed: Duration,
+    /// What recovery did that an operator should know (a torn tail cut).
     pub notes: Vec<String>,
     /// The shard's engine time once recovered, ms.
     pub now_ms: u64,
@@ -429,6 +439,9 @@ impl Engine {
         Client::new(Arc::clone(&self.inner))
     }
 
+    /// How many shards the engine runs. With a data directory this is the
+    /// count stored in it, which wins over [`EngineConfig::shards`] (accounts are
+    /// placed by it).
     pub fn shard_count(&self) -> usize {
         self.inner.ports.len()
     }

@@ -79,6 +79,13 @@ struct Ledger {
 
 pub use crate::stats::ShardStats;
 
+/// One shard's state machine: its accounts, holds, keys, expiry timers
+/// and limits, and every rule of the behaviour contract.
+///
+/// A deterministic function of (state, request, engine time): it knows
+/// nothing of threads, queues or clocks. The engine gives one to each
+/// worker; it is public for benches, the examples' probes and tests, which
+/// drive it directly.
 pub struct Shard {
     accounts: Vec<Account>,
     index: AccountIndex,
@@ -156,6 +163,7 @@ impl Shard {
         }
     }
 
+    /// Engine time, ms, as of the last `advance_to` (or creation).
     pub fn now_ms(&self) -> u64 {
         self.now_ms
     }
@@ -173,6 +181,8 @@ impl Shard {
         self.broadcasts = n;
     }
 
+    /// Counts and memory of the shard's tables (the engine fills in the
+    /// rest: its work, its queue, its log).
     pub fn stats(&self) -> ShardStats {
         let index_bytes = self.index.bytes();
         ShardStats {
