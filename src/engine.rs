@@ -135,6 +135,19 @@ pub struct RecoveryReport {
     pub broadcasts: u64,
 }
 
+/// Submits requests from async tasks; see [`Engine::submitter`].
+#[derive(Clone)]
+pub struct Submitter {
+    inner: Arc<Inner>,
+}
+
+impl Submitter {
+    /// As [`Engine::submit_async`].
+    pub fn submit_async(&self, request: Request) -> OutcomeFuture {
+        self.inner.submit_async(request)
+    }
+}
+
 /// A running engine. Dropping it (or [`Engine::shutdown`]) stops the workers
 /// after they have answered everything already handed to them.
 pub struct Engine {
@@ -476,41 +489,17 @@ impl Engine {
     /// waker. Each call is its own queue push (no batching on the way in),
     /// so a busy gateway thread should prefer a [`Client`].
     pub fn submit_async(&self, request: Request) -> OutcomeFuture {
-        let broadcast = request.account().is_none();
-        let shards: Vec<usize> = match request.account() {
-            Some(account) => vec![self.inner.shard_of(account)],
-            None if self.inner.clock == ClockMode::Wall => {
-                return OutcomeFuture::ready(Outcome::new(Code::ClockNotManual));
-            }
-            None => (0..self.inner.ports.len()).collect(),
-        };
-        let slot = Arc::new(FutureSlot {
-            remaining: AtomicUsize::new(shards.len()),
-            state: Mutex::new((None, None)),
-            failed: AtomicBool::new(false),
-        });
-        // A broadcast goes out numbered, in the one order of all of them.
-        let mut broadcaster = broadcast.then(|| self.inner.broadcaster.lock());
-        if let Some(b) = broadcaster.as_mut() {
-            if let Some(code) = self.inner.refuse_broadcast(b, &request) {
-                return OutcomeFuture::ready(Outcome::new(code));
-            }
-        }
-        for shard in shards {
-            let batch = Batch {
-                items: vec![Item {
-                    tag: 0,
-                    kind: Kind::User,
-                    broadcast: false,
-                    request: request.clone(),
-                }],
-                reply: Reply::Future(FutureReply(Some(Arc::clone(&slot)))),
-            };
-            self.inner.push(shard, batch);
-        }
-        OutcomeFuture {
-            slot: Some(slot),
-            ready: None,
+        self.inner.submit_async(request)
+    }
+
+    /// A handle that submits requests like [`Engine::submit_async`] and can
+    /// be cloned into tasks that must own what they use (`tokio::spawn`,
+    /// an axum handler's state). It keeps the engine's workers reachable,
+    /// not running: once the engine is shut down, its requests answer
+    /// `shutting_down`.
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            inner: Arc::clone(&self.inner),
         }
     }
 
@@ -546,6 +535,45 @@ impl Drop for Engine {
 impl Inner {
     fn shard_of(&self, account: AccountId) -> usize {
         hash::range(hash::fold(account), self.ports.len())
+    }
+
+    fn submit_async(&self, request: Request) -> OutcomeFuture {
+        let broadcast = request.account().is_none();
+        let shards: Vec<usize> = match request.account() {
+            Some(account) => vec![self.shard_of(account)],
+            None if self.clock == ClockMode::Wall => {
+                return OutcomeFuture::ready(Outcome::new(Code::ClockNotManual));
+            }
+            None => (0..self.ports.len()).collect(),
+        };
+        let slot = Arc::new(FutureSlot {
+            remaining: AtomicUsize::new(shards.len()),
+            state: Mutex::new((None, None)),
+            failed: AtomicBool::new(false),
+        });
+        // A broadcast goes out numbered, in the one order of all of them.
+        let mut broadcaster = broadcast.then(|| self.broadcaster.lock());
+        if let Some(b) = broadcaster.as_mut() {
+            if let Some(code) = self.refuse_broadcast(b, &request) {
+                return OutcomeFuture::ready(Outcome::new(code));
+            }
+        }
+        for shard in shards {
+            let batch = Batch {
+                items: vec![Item {
+                    tag: 0,
+                    kind: Kind::User,
+                    broadcast: false,
+                    request: request.clone(),
+                }],
+                reply: Reply::Future(FutureReply(Some(Arc::clone(&slot)))),
+            };
+            self.push(shard, batch);
+        }
+        OutcomeFuture {
+            slot: Some(slot),
+            ready: None,
+        }
     }
 
     /// Under the broadcaster's lock: numbers a broadcast and makes it

@@ -196,7 +196,9 @@ pub mod stats;
 mod table;
 pub mod wal;
 
-pub use engine::{Client, ClockMode, Engine, EngineConfig, OutcomeFuture, RecoveryReport};
+pub use engine::{
+    Client, ClockMode, Engine, EngineConfig, OutcomeFuture, RecoveryReport, Submitter,
+};
 pub use money::{AmountArg, Currency};
 pub use outcome::{Code, Info, Outcome};
 pub use request::{AccountId, LimitsArg, Op, Request, TxnId, VelocityArg};
