@@ -52,8 +52,11 @@ const AMOUNT_MINOR_MAX: u64 = 10_000;
 const USD_EXPONENT: u32 = 2;
 
 const USAGE: &str = "usage: icount WORKLOAD N
-  WORKLOAD: debit | debit_limited | authorize_capture | engine_debit | log_record
+  WORKLOAD: debit | debit_merchant | debit_limited | authorize_capture | engine_debit | log_record
   N: units to apply after the setup, 0..=200000";
+
+/// Merchants of the `debit_merchant` workload (a gateway's busy set).
+const MERCHANTS: u64 = 10_000;
 
 /// splitmix64: a fixed sequence from a fixed seed, the same on every run.
 struct Rng(u64);
@@ -217,6 +220,29 @@ fn shard_workload(workload: &str, n: u64, rng: &mut Rng, tally: &mut Tally) -> R
             let shard = funded_shard(&setup, 1)?;
             run_shard(shard, &requests[..n as usize], Code::Ok, tally)
         }
+        "debit_merchant" => {
+            // The same debits, each for one of MERCHANTS merchants: the
+            // cost of clearing (a merchant lookup and its part, the amount
+            // and merchant beside the key for refunds).
+            let mut requests = debits(rng, &accounts);
+            for request in &mut requests {
+                if let Request::Debit { merchant, .. } = request {
+                    *merchant = Some(rng.next() % MERCHANTS);
+                }
+            }
+            let mut shard = funded_shard(&setup, 1)?;
+            for id in 0..MERCHANTS {
+                let open = Request::OpenMerchant {
+                    merchant: id,
+                    currency: Some(Currency::USD),
+                    fee_bps: Some(150),
+                };
+                if shard.apply(&open).code != Code::Ok {
+                    return Err("setup: open_merchant refused".to_string());
+                }
+            }
+            run_shard(shard, &requests[..n as usize], Code::Ok, tally)
+        }
         "debit_limited" => {
             let requests = debits(rng, &accounts);
             let mut shard = funded_shard(&setup, 1)?;
@@ -320,7 +346,7 @@ fn main() -> ExitCode {
     let mut rng = Rng(SEED);
     let mut tally = Tally::default();
     let result = match workload.as_str() {
-        "debit" | "debit_limited" | "authorize_capture" => {
+        "debit" | "debit_merchant" | "debit_limited" | "authorize_capture" => {
             shard_workload(workload, n, &mut rng, &mut tally)
         }
         "engine_debit" => engine_workload(n, &mut rng, &mut tally),
