@@ -34,10 +34,11 @@ use crate::outcome::{Code, Outcome};
 use crate::request::{AccountId, Request};
 use crate::risk::RiskPolicy;
 use crate::shard::{Shard, ShardStats};
+use crate::stats::Durations;
 use crate::table::KeySpare;
 use crate::wal::record::Record;
 use crate::wal::recovery::{self, Recovered};
-use crate::wal::writer::{Flusher, ShardLog};
+use crate::wal::writer::{Flusher, ShardLog, SyncStats};
 use crate::wal::{shard_dir, DataDir, Durability, OpenError, WalOptions};
 use crossbeam_queue::SegQueue;
 use crossbeam_utils::CachePadded;
@@ -152,6 +153,9 @@ struct Port {
     sleep: Mutex<()>,
     wake: Condvar,
     stats: Mutex<ShardStats>,
+    /// The shard's flusher's count and timings of syncs (durable engines),
+    /// read live by [`Engine::stats`].
+    syncs: Option<Arc<SyncStats>>,
 }
 
 /// Requests from one client for one shard, answered together.
@@ -220,25 +224,6 @@ impl Engine {
             (1..=SHARD_COUNT_MAX).contains(&shards),
             "shards must be 1..={SHARD_COUNT_MAX}"
         );
-        let ports = (0..shards)
-            .map(|_| {
-                CachePadded::new(Port {
-                    queue: SegQueue::new(),
-                    parked: AtomicBool::new(false),
-                    dead: AtomicBool::new(false),
-                    sleep: Mutex::new(()),
-                    wake: Condvar::new(),
-                    stats: Mutex::new(ShardStats::default()),
-                })
-            })
-            .collect();
-        let inner = Arc::new(Inner {
-            ports,
-            clock: config.clock,
-            stopping: AtomicBool::new(false),
-            stopped: AtomicBool::new(false),
-            failed: AtomicBool::new(false),
-        });
         let start_ms = match config.clock {
             ClockMode::Wall => wall_ms(),
             ClockMode::Manual => 0,
@@ -308,6 +293,27 @@ impl Engine {
                 }
             }
         }
+        let ports = states
+            .iter()
+            .map(|(_, durable)| {
+                CachePadded::new(Port {
+                    queue: SegQueue::new(),
+                    parked: AtomicBool::new(false),
+                    dead: AtomicBool::new(false),
+                    sleep: Mutex::new(()),
+                    wake: Condvar::new(),
+                    stats: Mutex::new(ShardStats::default()),
+                    syncs: durable.as_ref().map(|d| d.flusher.sync_stats()),
+                })
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            ports,
+            clock: config.clock,
+            stopping: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+        });
         // Routing by hash gives a shard n/shards ± a few standard
         // deviations (sqrt(n/shards)): room for 4 of them, so that the
         // busiest shard's account array does not double for a few extra.
@@ -374,9 +380,24 @@ impl Engine {
         self.inner.shard_of(account)
     }
 
-    /// Counts and memory of every shard, as of each worker's last round.
+    /// Counts, memory and timings of every shard, as its worker last
+    /// published them (every 64 rounds, and whenever it goes quiet), with
+    /// each queue's depth read now. Cumulative: subtract two readings for
+    /// a rate ([`crate::Durations::since`] for the histograms).
     pub fn stats(&self) -> Vec<ShardStats> {
-        self.inner.ports.iter().map(|p| *p.stats.lock()).collect()
+        self.inner
+            .ports
+            .iter()
+            .map(|p| {
+                let mut stats = p.stats.lock().clone();
+                stats.queued_batches = p.queue.len();
+                if let Some(syncs) = &p.syncs {
+                    stats.log_syncs = syncs.count();
+                    stats.sync_ns = syncs.durations();
+                }
+                stats
+            })
+            .collect()
     }
 
     /// Submits one request from any thread or task; the future resolves to
@@ -549,6 +570,9 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
     // allocation per round once it has grown).
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut rounds: u64 = 0;
+    // The rounds the last published stats counted.
+    let mut rounds_published: u64 = u64::MAX;
+    let mut work = WorkerCounters::default();
     let mut spare = SpareMaker::default();
     loop {
         while round.len() < WORKER_MESSAGES_PER_ROUND_MAX {
@@ -558,13 +582,18 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
             }
         }
         if round.is_empty() {
+            if rounds_published != rounds {
+                // Going quiet: what a reader sees is then current.
+                publish_stats(port, &shard, durable.as_ref(), &work);
+                rounds_published = rounds;
+            }
             if inner.stopping.load(Ordering::SeqCst) && port.queue.is_empty() {
-                publish_stats(port, &shard, durable.as_ref());
                 return;
             }
             idle(inner, port);
             continue;
         }
+        let round_start = Instant::now();
         if let Some(d) = durable.as_mut() {
             if d.flusher.failed() && !rebuild(index, &mut shard, d) {
                 for batch in round.drain(..) {
@@ -604,6 +633,7 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
         // prefetching runs ahead across batch boundaries (client batches
         // are often small).
         let all: Vec<&Item> = round.iter().flat_map(|b| b.items.iter()).collect();
+        work.requests += all.len() as u64;
         outcomes.clear();
         shard.apply_each(
             &all,
@@ -652,6 +682,8 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
             }
         }
         rounds += 1;
+        work.round_ns
+            .record(u64::try_from(round_start.elapsed().as_nanos()).unwrap_or(u64::MAX));
         if cfg!(debug_assertions) {
             let stats = shard.stats();
             if stats.accounts + stats.holds <= 4096 || rounds.is_multiple_of(256) {
@@ -661,7 +693,8 @@ fn worker(inner: &Inner, index: usize, mut shard: Shard, mut durable: Option<Dur
             }
         }
         if rounds == 1 || rounds.is_multiple_of(64) {
-            publish_stats(port, &shard, durable.as_ref());
+            publish_stats(port, &shard, durable.as_ref(), &work);
+            rounds_published = rounds;
         }
     }
 }
@@ -700,11 +733,24 @@ impl SpareMaker {
     }
 }
 
-fn publish_stats(port: &Port, shard: &Shard, durable: Option<&DurableShard>) {
+/// What a worker counts of its own work, for [`ShardStats`].
+#[derive(Default)]
+struct WorkerCounters {
+    requests: u64,
+    round_ns: Durations,
+}
+
+fn publish_stats(
+    port: &Port,
+    shard: &Shard,
+    durable: Option<&DurableShard>,
+    work: &WorkerCounters,
+) {
     let mut stats = shard.stats();
+    stats.requests = work.requests;
+    stats.round_ns.clone_from(&work.round_ns);
     if let Some(d) = durable {
         stats.log_bytes = d.log.bytes_written;
-        stats.log_syncs = d.flusher.syncs();
     }
     *port.stats.lock() = stats;
 }

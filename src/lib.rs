@@ -20,6 +20,7 @@ pub mod request;
 pub mod risk;
 pub mod runner;
 pub mod shard;
+pub mod stats;
 mod table;
 pub mod wal;
 
@@ -28,6 +29,7 @@ pub use money::{AmountArg, Currency};
 pub use outcome::{Code, Info, Outcome};
 pub use request::{AccountId, LimitsArg, Op, Request, TxnId, VelocityArg};
 pub use risk::{RiskContext, RiskDecision, RiskPolicy, SpecRules};
+pub use stats::{Durations, ShardStats};
 pub use wal::{Durability, OpenError, WalOptions};
 
 /// The README's examples, compiled and run as doc tests.

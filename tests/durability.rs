@@ -374,3 +374,61 @@ fn a_second_engine_is_locked_out() {
     drop(again);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A durable engine's stats count what it did: every request applied, a
+/// round for each, a timed flush for each sync, the bytes it logged. A
+/// reader that subtracts two readings sees only what happened between.
+#[test]
+fn stats_count_requests_rounds_and_timed_syncs() {
+    let dir = tempdir("stats");
+    let engine = open(&dir);
+    let mut client = engine.client();
+    let settle = |engine: &Engine, requests: u64| {
+        // Stats are published when a worker goes quiet, just after it
+        // handed back its last outcomes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let stats = engine.stats().remove(0);
+            if stats.requests >= requests || std::time::Instant::now() > deadline {
+                return stats;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    client.submit(Request::OpenAccount {
+        account: 1,
+        currency: Some(Currency::USD),
+        overdraft: None,
+    });
+    client.submit(Request::Deposit {
+        id: 1,
+        account: 1,
+        amount: amount("100"),
+    });
+    let before = settle(&engine, 2);
+    assert_eq!(before.requests, 2);
+    assert_eq!(before.accounts, 1);
+    assert!(
+        before.round_ns.count() >= 2,
+        "{:?}",
+        before.round_ns.count()
+    );
+    assert!(before.log_bytes > 0);
+    assert!(before.log_syncs >= 2, "each submit waited for its own sync");
+    assert_eq!(before.sync_ns.count(), before.log_syncs);
+    for id in 2..12 {
+        assert_eq!(client.submit(debit(id, "1")).code, Code::Ok);
+    }
+    let after = settle(&engine, 12);
+    assert_eq!(after.requests, 12);
+    let syncs = after.sync_ns.since(&before.sync_ns);
+    assert_eq!(syncs.count(), after.log_syncs - before.log_syncs);
+    assert!(syncs.count() >= 10, "{}", syncs.count());
+    assert!(syncs.quantile_ns(0.5) > 0, "an fdatasync takes time");
+    assert!(syncs.max_ns() >= syncs.quantile_ns(0.99));
+    assert!(after.round_ns.since(&before.round_ns).count() >= 10);
+    assert_eq!(after.queued_batches, 0, "nothing is waiting");
+    drop(client);
+    engine.shutdown();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -9,7 +9,7 @@
 
 use crate::args::Config;
 use crate::workload::OpKind;
-use debitcore::Code;
+use debitcore::{Code, Durations};
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,6 +185,48 @@ pub struct Interval {
     pub latency: Latency,
     /// Bytes of write-ahead log written during the interval.
     pub log_bytes: u64,
+    /// The engine's own timings during the interval.
+    pub engine: EngineTimings,
+}
+
+/// What the engine timed itself, over all shards, between two readings of
+/// `Engine::stats`: its worker rounds and its log's fdatasyncs.
+#[derive(Clone, Debug, Default)]
+pub struct EngineTimings {
+    pub rounds: Durations,
+    pub syncs: Durations,
+}
+
+impl EngineTimings {
+    /// The running totals now.
+    pub fn read(engine: &debitcore::Engine) -> EngineTimings {
+        let mut t = EngineTimings::default();
+        for s in engine.stats() {
+            t.rounds.add(&s.round_ns);
+            t.syncs.add(&s.sync_ns);
+        }
+        t
+    }
+
+    pub fn since(&self, earlier: &EngineTimings) -> EngineTimings {
+        EngineTimings {
+            rounds: self.rounds.since(&earlier.rounds),
+            syncs: self.syncs.since(&earlier.syncs),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let s = &self.syncs;
+        json!({
+            "rounds": self.rounds.count(),
+            "round_max_ns": self.rounds.max_ns(),
+            "syncs": s.count(),
+            "sync_p50_ns": s.quantile_ns(0.5),
+            "sync_p99_ns": s.quantile_ns(0.99),
+            "sync_p999_ns": s.quantile_ns(0.999),
+            "sync_max_ns": s.max_ns(),
+        })
+    }
 }
 
 /// Latency percentiles in ns; `None` when nothing was recorded.
@@ -246,6 +288,10 @@ pub struct Reporter<'a> {
     slots: &'a [ProducerSlot],
     engine: &'a debitcore::Engine,
     last_log_bytes: u64,
+    /// The engine's timings at the start of the measured part, and at the
+    /// last tick.
+    pub first_timings: EngineTimings,
+    last_timings: EngineTimings,
     start: Instant,
     last: Counts,
     last_t_s: f64,
@@ -264,6 +310,8 @@ impl<'a> Reporter<'a> {
             slots,
             engine,
             last_log_bytes: log_bytes(engine),
+            first_timings: EngineTimings::read(engine),
+            last_timings: EngineTimings::read(engine),
             start,
             last: Counts::default(),
             last_t_s: 0.0,
@@ -275,8 +323,9 @@ impl<'a> Reporter<'a> {
 
     pub fn print_columns() {
         println!(
-            "{:>6}  {:>10}  {:>10}  {:>11}  {:>9}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}  rejected by reason",
-            "t(s)", "debit/s", "req/s", "ok", "held", "rejected", "p50", "p99", "p99.9", "max", "logMB/s"
+            "{:>6}  {:>10}  {:>10}  {:>11}  {:>9}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}  {:>8}  {:>26}  rejected by reason",
+            "t(s)", "debit/s", "req/s", "ok", "held", "rejected", "p50", "p99", "p99.9", "max", "logMB/s",
+            "round", "sync p50/p99/p99.9"
         );
     }
 
@@ -301,13 +350,16 @@ impl<'a> Reporter<'a> {
             .add(&self.interval_histogram)
             .expect("histograms share their bounds");
         let log_now = log_bytes(self.engine);
+        let timings = EngineTimings::read(self.engine);
         let interval = Interval {
             t_s,
             length_s: t_s - self.last_t_s,
             counts: totals.since(&self.last),
             latency: Latency::of(&self.interval_histogram),
             log_bytes: log_now.saturating_sub(self.last_log_bytes),
+            engine: timings.since(&self.last_timings),
         };
+        self.last_timings = timings;
         self.last_log_bytes = log_now;
         self.last = totals;
         self.last_t_s = t_s;
@@ -345,8 +397,14 @@ fn print_interval(interval: &Interval) {
             duration_text(ns)
         }
     };
+    let e = &interval.engine;
+    let round = if e.rounds.count() == 0 {
+        "-".to_string()
+    } else {
+        duration_text(e.rounds.max_ns())
+    };
     println!(
-        "{:>6.1}  {:>10}  {:>10}  {:>11}  {:>9}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}  {}",
+        "{:>6.1}  {:>10}  {:>10}  {:>11}  {:>9}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {:>7}  {:>8}  {:>26}  {}",
         interval.t_s,
         thousands(per_s(c.received_of(OpKind::Debit)) as u64),
         thousands(per_s(received) as u64),
@@ -361,8 +419,23 @@ fn print_interval(interval: &Interval) {
             "{:.1}",
             interval.log_bytes as f64 / 1e6 / interval.length_s.max(1e-9)
         ),
+        round,
+        sync_text(&e.syncs),
         rejections_text(&codes),
     );
+}
+
+/// `1.20ms/3.40ms/5.60ms`, or `-` when nothing was synced.
+fn sync_text(syncs: &Durations) -> String {
+    if syncs.count() == 0 {
+        return "-".to_string();
+    }
+    format!(
+        "{}/{}/{}",
+        duration_text(syncs.quantile_ns(0.5)),
+        duration_text(syncs.quantile_ns(0.99)),
+        duration_text(syncs.quantile_ns(0.999)),
+    )
 }
 
 /// `insufficient_funds 12, auth_not_found 3` for the nonzero rejection codes.
@@ -587,6 +660,8 @@ pub struct Summary {
     pub engine: EngineTotals,
     /// Log bytes written during the measured part (setup excluded).
     pub log_bytes_measured: u64,
+    /// The engine's timings over the measured part and the drain.
+    pub timings: EngineTimings,
 }
 
 impl Summary {
@@ -620,6 +695,7 @@ impl Summary {
             cpu_cores_used: cpu_s.map(|cpu| cpu / steady_to_s.max(1e-9)),
             engine: EngineTotals::default(),
             log_bytes_measured: 0,
+            timings: EngineTimings::read(reporter.engine).since(&reporter.first_timings),
         }
     }
 
@@ -733,6 +809,25 @@ impl Summary {
             e.account_bytes as f64 / 1048576.0,
             e.key_bytes as f64 / 1048576.0,
         );
+        let rounds = &self.timings.rounds;
+        let syncs = &self.timings.syncs;
+        println!(
+            "  engine      worker rounds {}, longest {}{}",
+            thousands(rounds.count()),
+            duration_text(rounds.max_ns()),
+            if syncs.count() == 0 {
+                String::new()
+            } else {
+                format!(
+                    "; fdatasync p50 {}, p99 {}, p99.9 {}, max {} over {} syncs (the engine's own timing, this run)",
+                    duration_text(syncs.quantile_ns(0.5)),
+                    duration_text(syncs.quantile_ns(0.99)),
+                    duration_text(syncs.quantile_ns(0.999)),
+                    duration_text(syncs.max_ns()),
+                    thousands(syncs.count()),
+                )
+            },
+        );
         println!(
             "  cpu         {} cores busy on average during the measured part",
             self.cpu_cores_used
@@ -823,6 +918,7 @@ impl Summary {
                     "account_bytes": self.engine.account_bytes,
                     "key_bytes": self.engine.key_bytes,
                 },
+                "engine_timings": self.timings.to_json(),
                 "log_mb_per_s": Value::Null,
             },
         })
@@ -841,6 +937,7 @@ fn interval_json(interval: &Interval) -> Value {
         "received": c.received_total(),
         "outcomes": codes_json(&c.by_code()),
         "latency": interval.latency.to_json(),
+        "engine_timings": interval.engine.to_json(),
         "log_mb_per_s": Value::Null,
     })
 }

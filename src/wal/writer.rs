@@ -19,6 +19,8 @@ use super::snapshot;
 use super::{Durability, Faults, WalOptions};
 use crate::outcome::Code;
 use crate::request::Request;
+use crate::stats::Durations;
+use parking_lot::Mutex;
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
@@ -355,7 +357,35 @@ struct FlusherState {
     failed: AtomicBool,
     /// Commits handed over and not yet answered.
     pending: AtomicUsize,
-    pub syncs: AtomicU64,
+    syncs: Arc<SyncStats>,
+}
+
+/// A flusher's syncs: how many, and how long each took (the fdatasyncs of
+/// one group commit, timed by the flusher). Shared with whoever reports
+/// them; taken once per sync, never on a request's path.
+#[derive(Default)]
+pub struct SyncStats {
+    count: AtomicU64,
+    durations: Mutex<Durations>,
+}
+
+impl SyncStats {
+    /// Syncs made so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// How long the syncs so far took (a copy).
+    pub fn durations(&self) -> Durations {
+        self.durations.lock().clone()
+    }
+
+    fn record(&self, ns: u64) {
+        // Under the lock, so a reader's count and histogram agree.
+        let mut durations = self.durations.lock();
+        durations.record(ns);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl<T: Send + 'static> Flusher<T> {
@@ -373,7 +403,7 @@ impl<T: Send + 'static> Flusher<T> {
             durable_lsn: AtomicU64::new(durable_lsn),
             failed: AtomicBool::new(false),
             pending: AtomicUsize::new(0),
-            syncs: AtomicU64::new(0),
+            syncs: Arc::default(),
         });
         let shared = Arc::clone(&state);
         let delay = match durability {
@@ -413,8 +443,9 @@ impl<T: Send + 'static> Flusher<T> {
         self.state.failed.load(Ordering::SeqCst)
     }
 
-    pub fn syncs(&self) -> u64 {
-        self.state.syncs.load(Ordering::Relaxed)
+    /// The flusher's count and timings of syncs, shared.
+    pub fn sync_stats(&self) -> Arc<SyncStats> {
+        Arc::clone(&self.state.syncs)
     }
 
     /// Waits until every commit handed over has been answered.
@@ -466,6 +497,7 @@ fn flusher<T>(
         let mut durable = !state.failed.load(Ordering::SeqCst);
         if durable && upto > state.durable_lsn.load(Ordering::SeqCst) {
             let mut synced: Vec<&Arc<File>> = Vec::new();
+            let sync_start = Instant::now();
             let result = (|| {
                 faults.flush()?;
                 for to_sync in group.iter().flat_map(|c| c.files.iter()) {
@@ -476,7 +508,9 @@ fn flusher<T>(
                 }
                 Ok::<(), io::Error>(())
             })();
-            state.syncs.fetch_add(1, Ordering::Relaxed);
+            state
+                .syncs
+                .record(u64::try_from(sync_start.elapsed().as_nanos()).unwrap_or(u64::MAX));
             match result {
                 Ok(()) => state.durable_lsn.store(upto, Ordering::SeqCst),
                 Err(e) => {

@@ -1,0 +1,341 @@
+//! Snapshots of a shard's tables, and reading them back.
+
+use super::*;
+
+/// The format of [`Shard::encode_snapshot`]'s bytes, their first word.
+/// 1: the first format, whose bodies had no version word (`wal::snapshot`
+/// hands a `DCSNAP01` file's body back behind a 1): 40-byte keys with an
+/// amount and a fingerprint each. 2: 24-byte keys (`KeyRecord::to_words`),
+/// and ok captures' amounts in a table of their own. Both are read.
+pub(crate) const SNAPSHOT_VERSION: u64 = 2;
+
+/// Snapshot encoding: every table, little-endian, in slot order. The
+/// snapshot file (`wal::snapshot`) frames and checksums it.
+impl Shard {
+    pub(crate) fn encode_snapshot(&self, out: &mut Vec<u8>) {
+        let mut w = Writer(out);
+        w.u64(SNAPSHOT_VERSION);
+        w.u64(self.now_ms);
+        w.u64(self.swept_generation);
+        w.u64(self.dedup_window_ms);
+        for v in [
+            self.ledger.deposits,
+            self.ledger.debits,
+            self.ledger.captures,
+            self.ledger.refunds,
+        ] {
+            w.0.extend_from_slice(&v.to_le_bytes());
+        }
+        w.u64(self.accounts.len() as u64 - 1);
+        for a in &self.accounts[1..] {
+            w.u64(a.id);
+            w.i64(a.balance);
+            w.i64(a.held);
+            w.i64(a.day_total);
+            w.u64(a.day);
+            w.u64(u64::from(a.ext));
+            w.u64(a.currency as u64);
+            w.u64(u64::from(a.frozen));
+        }
+        w.u64(self.exts.len() as u64);
+        for ext in &self.exts {
+            w.i64(ext.overdraft);
+            match ext.limits {
+                None => w.u64(0),
+                Some(l) => {
+                    w.u64(1);
+                    for v in [l.per_txn, l.daily, l.review_above] {
+                        w.opt_i64(v);
+                    }
+                    match l.velocity {
+                        None => w.u64(0),
+                        Some(v) => {
+                            w.u64(1);
+                            w.u64(u64::from(v.max));
+                            w.u64(v.window_ms);
+                            w.i64(v.below);
+                        }
+                    }
+                }
+            }
+            w.u64(ext.recent_small_debits.len() as u64);
+            for &t in &ext.recent_small_debits {
+                w.u64(t);
+            }
+        }
+        w.u64(self.keys.len() as u64);
+        for r in self.keys.records() {
+            for word in r.to_words() {
+                w.u64(word);
+            }
+        }
+        w.u64(self.holds.len() as u64);
+        for (&(slot, id), h) in &self.holds {
+            w.u64(u64::from(slot));
+            w.u64(id);
+            w.i64(h.amount);
+            w.i64(h.captured);
+            w.u64(h.expires_at_ms);
+            w.u64(h.state as u64);
+            w.u64(h.ended_generation);
+        }
+        for table in [&self.refunded, &self.capture_amounts] {
+            w.u64(table.len() as u64);
+            for (&(slot, id), &amount) in table {
+                w.u64(u64::from(slot));
+                w.u64(id);
+                w.i64(amount);
+            }
+        }
+        w.u64(self.timers.len() as u64);
+        for &Reverse((at, slot, id)) in &self.timers {
+            w.u64(at);
+            w.u64(u64::from(slot));
+            w.u64(id);
+        }
+    }
+
+    /// Rebuilds a shard from [`Shard::encode_snapshot`]'s bytes; `None` if
+    /// they do not describe a consistent shard.
+    pub(crate) fn decode_snapshot(
+        bytes: &[u8],
+        dedup_window_ms: u64,
+        policy: Option<Box<dyn RiskPolicy>>,
+    ) -> Option<Shard> {
+        let mut r = SnapReader(bytes);
+        let version = r.u64()?;
+        if version != 1 && version != SNAPSHOT_VERSION {
+            return None;
+        }
+        let mut shard = Shard::new(0, dedup_window_ms, policy);
+        shard.now_ms = r.u64()?;
+        shard.today = shard.now_ms / DAY_MS;
+        shard.generation = shard.now_ms / dedup_window_ms;
+        shard.swept_generation = r.u64()?;
+        // Version 1 did not say: taken to be the window it is opened with.
+        let written_window = if version == 1 {
+            dedup_window_ms
+        } else {
+            r.u64()?
+        };
+        if written_window == 0 {
+            return None;
+        }
+        let mut ledger = [0i128; 4];
+        for v in &mut ledger {
+            *v = i128::from_le_bytes(r.take(16)?.try_into().ok()?);
+        }
+        shard.ledger = Ledger {
+            deposits: ledger[0],
+            debits: ledger[1],
+            captures: ledger[2],
+            refunds: ledger[3],
+        };
+        let accounts = r.len(56)?;
+        shard.accounts.reserve(accounts);
+        shard.index.reserve(accounts);
+        for slot in 1..=accounts as u32 {
+            let id = r.u64()?;
+            let account = Account {
+                id,
+                balance: r.i64()?,
+                held: r.i64()?,
+                day_total: r.i64()?,
+                day: r.u64()?,
+                ext: u32::try_from(r.u64()?).ok()?,
+                currency: *Currency::ALL.get(r.u64()? as usize)?,
+                frozen: r.u64()? != 0,
+            };
+            if shard.slot_of(id).is_some() {
+                return None;
+            }
+            shard.accounts.push(account);
+            shard.index.insert(id, slot);
+        }
+        let exts = r.len(24)?;
+        for _ in 0..exts {
+            let overdraft = r.i64()?;
+            let limits = match r.u64()? {
+                0 => None,
+                _ => Some(Limits {
+                    per_txn: r.opt_i64()?,
+                    daily: r.opt_i64()?,
+                    review_above: r.opt_i64()?,
+                    velocity: match r.u64()? {
+                        0 => None,
+                        _ => Some(Velocity {
+                            max: u32::try_from(r.u64()?).ok()?,
+                            window_ms: r.u64()?,
+                            below: r.i64()?,
+                        }),
+                    },
+                }),
+            };
+            let ring = r.len(8)?;
+            let mut recent_small_debits = VecDeque::with_capacity(ring);
+            for _ in 0..ring {
+                recent_small_debits.push_back(r.u64()?);
+            }
+            shard.exts.push(AccountExt {
+                overdraft,
+                limits,
+                recent_small_debits,
+            });
+        }
+        let keys = r.len(if version == 1 { 40 } else { 24 })?;
+        shard.keys = KeyTable::sized_for(keys);
+        for _ in 0..keys {
+            let (record, captured) = if version == 1 {
+                r.key_v1()?
+            } else {
+                let words = [r.u64()?, r.u64()?, r.u64()?];
+                (KeyRecord::from_words(words)?, None)
+            };
+            let (slot, id) = (record.slot, record.id);
+            if slot as usize > accounts || shard.keys.get(slot, id).is_some() {
+                return None;
+            }
+            shard.keys.insert(record);
+            if let Some(amount) = captured {
+                shard.capture_amounts.insert((slot, id), amount);
+            }
+        }
+        let holds = r.len(56)?;
+        for _ in 0..holds {
+            let key = (u32::try_from(r.u64()?).ok()?, r.u64()?);
+            let hold = Hold {
+                amount: r.i64()?,
+                captured: r.i64()?,
+                expires_at_ms: r.u64()?,
+                state: match r.u64()? {
+                    0 => HoldState::Active,
+                    1 => HoldState::Expired,
+                    2 => HoldState::Closed,
+                    _ => return None,
+                },
+                ended_generation: r.u64()?,
+            };
+            shard.holds.insert(key, hold);
+        }
+        // Version 1 had no table of capture amounts (they were in the keys).
+        let tables = if version == 1 { 1 } else { 2 };
+        for table in [&mut shard.refunded, &mut shard.capture_amounts]
+            .into_iter()
+            .take(tables)
+        {
+            for _ in 0..r.len(24)? {
+                let key = (u32::try_from(r.u64()?).ok()?, r.u64()?);
+                if table.insert(key, r.i64()?).is_some() {
+                    return None;
+                }
+            }
+        }
+        let timers = r.len(24)?;
+        for _ in 0..timers {
+            let (at, slot, id) = (r.u64()?, u32::try_from(r.u64()?).ok()?, r.u64()?);
+            shard.timers.push(Reverse((at, slot, id)));
+        }
+        if !r.0.is_empty() {
+            return None;
+        }
+        if written_window != dedup_window_ms {
+            shard.rewindow(written_window);
+        }
+        let ext_ok = shard
+            .accounts
+            .iter()
+            .all(|a| a.ext == EXT_NONE || (a.ext as usize) < shard.exts.len());
+        // Only deposits and debits hold an amount, and what a refund needs
+        // of every ok debit and capture is there (the other way round is in
+        // `check_invariants`).
+        let keys_ok = shard.keys.records().all(|k| {
+            let by_amount = k.op() == Op::Deposit as u8 || k.op() == Op::Debit as u8;
+            let refundable = k.op() == Op::Debit as u8 || k.op() == Op::Capture as u8;
+            (by_amount || matches!(k.payload(), Payload::Fingerprint(_)))
+                && (k.code != Code::Ok as u8 || !refundable || shard.moved_by(k).is_some())
+        });
+        (ext_ok && keys_ok && shard.check_invariants().is_ok()).then_some(shard)
+    }
+}
+
+pub(super) struct Writer<'a>(pub(super) &'a mut Vec<u8>);
+
+impl Writer<'_> {
+    pub(super) fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub(super) fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub(super) fn opt_i64(&mut self, v: Option<i64>) {
+        match v {
+            None => self.u64(0),
+            Some(v) => {
+                self.u64(1);
+                self.i64(v);
+            }
+        }
+    }
+}
+
+struct SnapReader<'a>(&'a [u8]);
+
+impl SnapReader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn opt_i64(&mut self) -> Option<Option<i64>> {
+        match self.u64()? {
+            0 => Some(None),
+            _ => Some(Some(self.i64()?)),
+        }
+    }
+    /// A key of a version 1 snapshot: `id`, slot, `op | code << 8 |
+    /// generation << 16`, amount moved, fingerprint. As now, with the
+    /// amount of an ok debit kept in the record instead of its fingerprint
+    /// (the same replays: a debit's fields are its amount) and that of an ok
+    /// capture returned to be kept beside it.
+    fn key_v1(&mut self) -> Option<(KeyRecord, Option<i64>)> {
+        let id = self.u64()?;
+        let slot = u32::try_from(self.u64()?).ok()?;
+        let packed = self.u64()?;
+        let (op, code) = (packed as u8, (packed >> 8) as u8);
+        let generation = (packed >> 16) as u16;
+        let (amount, fingerprint) = (self.i64()?, self.u64()?);
+        if slot == 0 || usize::from(op) >= Op::ALL.len() || usize::from(code) >= Code::ALL.len() {
+            return None;
+        }
+        let ok = code == Code::Ok as u8;
+        let (payload, captured) = if ok && op == Op::Debit as u8 {
+            (Payload::Minor(amount), None)
+        } else if ok && op == Op::Capture as u8 {
+            (Payload::Fingerprint(fingerprint), Some(amount))
+        } else {
+            (Payload::Fingerprint(fingerprint), None)
+        };
+        // Only ok debits and captures moved money (a refund may return it).
+        let moved = ok && (op == Op::Debit as u8 || op == Op::Capture as u8);
+        if (moved && amount <= 0) || (!moved && amount != 0) {
+            return None;
+        }
+        let record = KeyRecord::new(id, slot, op, code, generation, payload);
+        Some((record, captured))
+    }
+
+    /// A count of items of at least `item_bytes` each, bounded by what is left.
+    fn len(&mut self, item_bytes: usize) -> Option<usize> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        (n <= self.0.len() / item_bytes).then_some(n)
+    }
+}
