@@ -464,11 +464,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let Some(handle) = &state.inner.metrics else {
         return unrouted(GatewayError::NotFound, "metrics are off");
     };
-    if let Backend::Engine(engine) = &state.inner.backend {
-        telemetry::record_engine_stats(engine);
-    }
+    let engine_histograms = match &state.inner.backend {
+        Backend::Engine(engine) => telemetry::record_engine_stats(engine),
+        Backend::Bypass => String::new(),
+    };
     handle.run_upkeep();
-    let mut response = Response::new(Body::from(handle.render()));
+    let mut text = handle.render();
+    text.push_str(&engine_histograms);
+    let mut response = Response::new(Body::from(text));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
