@@ -218,6 +218,27 @@ impl Family {
     }
 }
 
+/// Logs to stderr, one line per event. `filter` is `RUST_LOG`'s form
+/// (`info`, `gateway=debug`, ...); the default is `info`: start and stop.
+/// At `debug` every request is a line.
+pub fn init_logs(filter: Option<&str>) -> Result<(), String> {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let targets: Targets = filter
+        .unwrap_or("info")
+        .parse()
+        .map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(targets)
+        .try_init()
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,25 +268,4 @@ mod tests {
         assert!(family.text.contains("x_seconds_count{shard=\"0\"} 5\n"));
         assert!(family.text.contains("# TYPE x_seconds histogram\n"));
     }
-}
-
-/// Logs to stderr, one line per event. `filter` is `RUST_LOG`'s form
-/// (`info`, `gateway=debug`, ...); the default is `info`: start and stop.
-/// At `debug` every request is a line.
-pub fn init_logs(filter: Option<&str>) -> Result<(), String> {
-    use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::prelude::*;
-    let targets: Targets = filter
-        .unwrap_or("info")
-        .parse()
-        .map_err(|e| format!("bad log filter {filter:?}: {e}"))?;
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(false),
-        )
-        .with(targets)
-        .try_init()
-        .map_err(|e| e.to_string())
 }

@@ -114,7 +114,7 @@ fn sigterm_under_load_answers_what_it_accepted() {
     let dir = TempDir::new("drain");
     let args = ["--data-dir", dir.arg(), "--shards", "2"];
     const SENDERS: u64 = 4;
-    let mut gateway = Gateway::start(&args);
+    let gateway = Gateway::start(&args);
     for account in 1..=SENDERS {
         gateway.funded(account, "USD", "1000000");
     }
