@@ -178,4 +178,43 @@ mod tests {
             .collect();
         assert_eq!(retry, ["storage_unavailable", "shutting_down"]);
     }
+
+    /// The rows of README.md's table between `<!-- {marker} -->` and
+    /// `<!-- /{marker} -->`: (first cell without backticks, second cell).
+    fn readme_rows(marker: &str) -> Vec<(String, String)> {
+        const README: &str = include_str!("../README.md");
+        let start = format!("<!-- {marker} -->");
+        let end = format!("<!-- /{marker} -->");
+        let table = README
+            .split_once(&start)
+            .and_then(|(_, rest)| rest.split_once(&end))
+            .map(|(table, _)| table)
+            .unwrap_or_else(|| panic!("README.md has no {start} ... {end}"));
+        table
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_string(), cells[2].to_string())
+            })
+            .collect()
+    }
+
+    /// README.md's status table is this module's, row for row: every
+    /// code once, with its status.
+    #[test]
+    fn readme_tables_match_the_code() {
+        let rows = readme_rows("status-table");
+        assert_eq!(rows.len(), Code::ALL.len(), "one row per code");
+        for (name, status) in &rows {
+            let code = Code::from_name(name).unwrap_or_else(|| panic!("no code {name}"));
+            assert_eq!(status, http_status(code).as_str(), "README row {name}");
+        }
+        let rows = readme_rows("gateway-errors");
+        assert_eq!(rows.len(), GatewayError::ALL.len(), "one row per error");
+        for (error, (name, status)) in GatewayError::ALL.into_iter().zip(&rows) {
+            assert_eq!(name, error.name(), "README rows in GatewayError::ALL order");
+            assert_eq!(status, error.http_status().as_str(), "README row {name}");
+        }
+    }
 }
