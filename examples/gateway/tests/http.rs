@@ -37,6 +37,16 @@ const fn step(
     }
 }
 
+/// A JSON answer with this status and code; an error's with a message.
+fn assert_answer(reply: &Reply, want: (u16, &str), what: &str) {
+    assert_eq!((reply.status, reply.code()), want, "{what}: {}", reply.text);
+    assert_eq!(reply.content_type, "application/json", "{what}");
+    if reply.status >= 400 {
+        let message = reply.body["error"]["message"].as_str().unwrap_or("");
+        assert!(!message.is_empty(), "{what}: no message in {}", reply.text);
+    }
+}
+
 /// The one helper every scripted request goes through: sends it, checks
 /// status, code, content type and the replay header (a first answer is
 /// never a replay), and returns the reply.
@@ -46,19 +56,23 @@ fn check(gateway: &Gateway, step: &Step) -> Reply {
         "{} {} key {:?} {}",
         step.method, step.path, step.key, step.body
     );
-    assert_eq!(
-        (reply.status, reply.code()),
-        (step.status, step.code),
-        "{what}: {}",
-        reply.text
-    );
-    assert_eq!(reply.content_type, "application/json", "{what}");
+    assert_answer(&reply, (step.status, step.code), &what);
     assert!(!reply.replayed, "{what}: a first answer is not a replay");
-    if reply.status >= 400 {
-        let message = reply.body["error"]["message"].as_str().unwrap_or("");
-        assert!(!message.is_empty(), "{what}: no message in {}", reply.text);
-    }
     reply
+}
+
+/// A keyed POST that must answer `want` (status, code), through [`check`].
+fn post(
+    gateway: &Gateway,
+    path: &'static str,
+    key: u64,
+    body: &'static str,
+    want: (u16, &'static str),
+) -> Reply {
+    check(
+        gateway,
+        &step("POST", path, Some(key), body, want.0, want.1),
+    )
 }
 
 fn assert_balance(gateway: &Gateway, account: u64, want: [&str; 3], after: &str) {
@@ -72,309 +86,58 @@ fn assert_balance(gateway: &Gateway, account: u64, want: [&str; 3], after: &str)
 #[test]
 fn every_operation_answers_over_http() {
     let gateway = Gateway::start(&["--shards", "2", "--clock", "manual"]);
+    #[rustfmt::skip]
     let steps = [
         // open_account
-        step(
-            "POST",
-            "/accounts",
-            None,
-            r#"{"account":1,"currency":"USD"}"#,
-            200,
-            "ok",
-        ),
-        step(
-            "POST",
-            "/accounts",
-            None,
-            r#"{"account":1,"currency":"EUR"}"#,
-            409,
-            "account_exists",
-        ),
-        step(
-            "POST",
-            "/accounts",
-            None,
-            r#"{"account":2,"currency":"usd"}"#,
-            422,
-            "unsupported_currency",
-        ),
-        step(
-            "POST",
-            "/accounts",
-            None,
-            r#"{"account":3,"currency":"JPY","overdraft":"500"}"#,
-            200,
-            "ok",
-        ),
+        step("POST", "/accounts", None, r#"{"account":1,"currency":"USD"}"#, 200, "ok"),
+        step("POST", "/accounts", None, r#"{"account":1,"currency":"EUR"}"#, 409, "account_exists"),
+        step("POST", "/accounts", None, r#"{"account":2,"currency":"usd"}"#, 422, "unsupported_currency"),
+        step("POST", "/accounts", None, r#"{"account":3,"currency":"JPY","overdraft":"500"}"#, 200, "ok"),
         // deposit, debit
-        step(
-            "POST",
-            "/accounts/1/deposits",
-            Some(1),
-            r#"{"amount":"100.00"}"#,
-            200,
-            "ok",
-        ),
-        step(
-            "POST",
-            "/accounts/1/debits",
-            Some(2),
-            r#"{"amount":"10"}"#,
-            200,
-            "ok",
-        ),
-        step(
-            "POST",
-            "/accounts/1/debits",
-            Some(3),
-            r#"{"amount":"1.001"}"#,
-            422,
-            "invalid_amount",
-        ),
-        step(
-            "POST",
-            "/accounts/1/debits",
-            Some(4),
-            r#"{"amount":"1000"}"#,
-            402,
-            "insufficient_funds",
-        ),
-        step(
-            "POST",
-            "/accounts/77/debits",
-            Some(5),
-            r#"{"amount":"1"}"#,
-            404,
-            "unknown_account",
-        ),
-        step(
-            "POST",
-            "/accounts/3/debits",
-            Some(1),
-            r#"{"amount":"400"}"#,
-            200,
-            "ok",
-        ),
+        step("POST", "/accounts/1/deposits", Some(1), r#"{"amount":"100.00"}"#, 200, "ok"),
+        step("POST", "/accounts/1/debits", Some(2), r#"{"amount":"10"}"#, 200, "ok"),
+        step("POST", "/accounts/1/debits", Some(3), r#"{"amount":"1.001"}"#, 422, "invalid_amount"),
+        step("POST", "/accounts/1/debits", Some(4), r#"{"amount":"1000"}"#, 402, "insufficient_funds"),
+        step("POST", "/accounts/77/debits", Some(5), r#"{"amount":"1"}"#, 404, "unknown_account"),
+        step("POST", "/accounts/3/debits", Some(1), r#"{"amount":"400"}"#, 200, "ok"),
         // authorize, increment, partial and final capture
-        step(
-            "POST",
-            "/accounts/1/holds",
-            Some(10),
-            r#"{"amount":"50","expires_in_ms":60000}"#,
-            200,
-            "ok",
-        ),
-        step(
-            "POST",
-            "/accounts/1/holds/10/increments",
-            Some(11),
-            r#"{"amount":"5"}"#,
-            200,
-            "ok",
-        ),
-        step(
-            "POST",
-            "/accounts/1/holds/10/captures",
-            Some(12),
-            r#"{"amount":"20","final":false}"#,
-            200,
-            "ok",
-        ),
-        step(
-            "POST",
-            "/accounts/1/holds/10/increments",
-            Some(13),
-            r#"{"amount":"5"}"#,
-            409,
-            "capture_started",
-        ),
-        step(
-            "POST",
-            "/accounts/1/holds/10/captures",
-            Some(14),
-            r#"{"amount":"99"}"#,
-            422,
-            "exceeds_authorized",
-        ),
-        step(
-            "POST",
-            "/accounts/1/holds/10/captures",
-            Some(15),
-            "",
-            200,
-            "ok",
-        ),
-        step(
-            "POST",
-            "/accounts/1/holds/10/captures",
-            Some(16),
-            "",
-            409,
-            "auth_not_active",
-        ),
-        step(
-            "POST",
-            "/accounts/1/holds/99/captures",
-            Some(17),
-            "",
-            404,
-            "auth_not_found",
-        ),
+        step("POST", "/accounts/1/holds", Some(10), r#"{"amount":"50","expires_in_ms":60000}"#, 200, "ok"),
+        step("POST", "/accounts/1/holds/10/increments", Some(11), r#"{"amount":"5"}"#, 200, "ok"),
+        step("POST", "/accounts/1/holds/10/captures", Some(12), r#"{"amount":"20","final":false}"#, 200, "ok"),
+        step("POST", "/accounts/1/holds/10/increments", Some(13), r#"{"amount":"5"}"#, 409, "capture_started"),
+        step("POST", "/accounts/1/holds/10/captures", Some(14), r#"{"amount":"99"}"#, 422, "exceeds_authorized"),
+        step("POST", "/accounts/1/holds/10/captures", Some(15), "", 200, "ok"),
+        step("POST", "/accounts/1/holds/10/captures", Some(16), "", 409, "auth_not_active"),
+        step("POST", "/accounts/1/holds/99/captures", Some(17), "", 404, "auth_not_found"),
         // authorize and void
-        step(
-            "POST",
-            "/accounts/1/holds",
-            Some(20),
-            r#"{"amount":"7"}"#,
-            200,
-            "ok",
-        ),
+        step("POST", "/accounts/1/holds", Some(20), r#"{"amount":"7"}"#, 200, "ok"),
         step("POST", "/accounts/1/holds/20/void", Some(21), "", 200, "ok"),
-        step(
-            "POST",
-            "/accounts/1/holds/20/void",
-            Some(22),
-            "{}",
-            409,
-            "auth_not_active",
-        ),
+        step("POST", "/accounts/1/holds/20/void", Some(22), "{}", 409, "auth_not_active"),
         // refunds: of the debit (key 2), of the capture (key 15)
-        step(
-            "POST",
-            "/accounts/1/refunds",
-            Some(30),
-            r#"{"of":2,"amount":"4"}"#,
-            200,
-            "ok",
-        ),
-        step(
-            "POST",
-            "/accounts/1/refunds",
-            Some(31),
-            r#"{"of":2,"amount":"7"}"#,
-            422,
-            "exceeds_refundable",
-        ),
-        step(
-            "POST",
-            "/accounts/1/refunds",
-            Some(32),
-            r#"{"of":1}"#,
-            422,
-            "not_refundable",
-        ),
-        step(
-            "POST",
-            "/accounts/1/refunds",
-            Some(33),
-            r#"{"of":15}"#,
-            200,
-            "ok",
-        ),
+        step("POST", "/accounts/1/refunds", Some(30), r#"{"of":2,"amount":"4"}"#, 200, "ok"),
+        step("POST", "/accounts/1/refunds", Some(31), r#"{"of":2,"amount":"7"}"#, 422, "exceeds_refundable"),
+        step("POST", "/accounts/1/refunds", Some(32), r#"{"of":1}"#, 422, "not_refundable"),
+        step("POST", "/accounts/1/refunds", Some(33), r#"{"of":15}"#, 200, "ok"),
         // limits and risk routing
-        step(
-            "PUT",
-            "/accounts/1/limits",
-            None,
-            r#"{"per_txn":"30","review_above":"20"}"#,
-            200,
-            "ok",
-        ),
-        step(
-            "PUT",
-            "/accounts/1/limits",
-            None,
-            r#"{"daily":"0"}"#,
-            422,
-            "invalid_amount",
-        ),
-        step(
-            "POST",
-            "/accounts/1/debits",
-            Some(40),
-            r#"{"amount":"25"}"#,
-            202,
-            "held_for_review",
-        ),
-        step(
-            "POST",
-            "/accounts/1/debits",
-            Some(41),
-            r#"{"amount":"31"}"#,
-            402,
-            "limit_exceeded",
-        ),
+        step("PUT", "/accounts/1/limits", None, r#"{"per_txn":"30","review_above":"20"}"#, 200, "ok"),
+        step("PUT", "/accounts/1/limits", None, r#"{"daily":"0"}"#, 422, "invalid_amount"),
+        step("POST", "/accounts/1/debits", Some(40), r#"{"amount":"25"}"#, 202, "held_for_review"),
+        step("POST", "/accounts/1/debits", Some(41), r#"{"amount":"31"}"#, 402, "limit_exceeded"),
         step("PUT", "/accounts/1/limits", None, "{}", 200, "ok"),
         // freeze, unfreeze
         step("POST", "/accounts/1/freeze", None, "", 200, "ok"),
-        step(
-            "POST",
-            "/accounts/1/debits",
-            Some(50),
-            r#"{"amount":"1"}"#,
-            409,
-            "account_frozen",
-        ),
-        step(
-            "POST",
-            "/accounts/1/deposits",
-            Some(51),
-            r#"{"amount":"1"}"#,
-            200,
-            "ok",
-        ),
+        step("POST", "/accounts/1/debits", Some(50), r#"{"amount":"1"}"#, 409, "account_frozen"),
+        step("POST", "/accounts/1/deposits", Some(51), r#"{"amount":"1"}"#, 200, "ok"),
         step("POST", "/accounts/1/unfreeze", None, "", 200, "ok"),
-        step(
-            "POST",
-            "/accounts/1/debits",
-            Some(52),
-            r#"{"amount":"1"}"#,
-            200,
-            "ok",
-        ),
-        step(
-            "POST",
-            "/accounts/77/freeze",
-            None,
-            "",
-            404,
-            "unknown_account",
-        ),
+        step("POST", "/accounts/1/debits", Some(52), r#"{"amount":"1"}"#, 200, "ok"),
+        step("POST", "/accounts/77/freeze", None, "", 404, "unknown_account"),
         // hold expiry under the manual clock
-        step(
-            "POST",
-            "/accounts/1/holds",
-            Some(60),
-            r#"{"amount":"3","expires_in_ms":1000}"#,
-            200,
-            "ok",
-        ),
+        step("POST", "/accounts/1/holds", Some(60), r#"{"amount":"3","expires_in_ms":1000}"#, 200, "ok"),
         step("POST", "/clock/advance", None, r#"{"ms":1000}"#, 200, "ok"),
-        step(
-            "POST",
-            "/accounts/1/holds/60/captures",
-            Some(61),
-            "",
-            409,
-            "auth_expired",
-        ),
+        step("POST", "/accounts/1/holds/60/captures", Some(61), "", 409, "auth_expired"),
         // status
-        step(
-            "GET",
-            "/accounts/1/transactions/9999",
-            None,
-            "",
-            404,
-            "unknown_id",
-        ),
-        step(
-            "GET",
-            "/accounts/77/balance",
-            None,
-            "",
-            404,
-            "unknown_account",
-        ),
+        step("GET", "/accounts/1/transactions/9999", None, "", 404, "unknown_id"),
+        step("GET", "/accounts/77/balance", None, "", 404, "unknown_account"),
     ];
     for step in &steps {
         check(&gateway, step);
@@ -435,15 +198,8 @@ fn advance_clock_needs_the_manual_clock() {
 fn retries_replay_the_first_answer_and_move_money_once() {
     let gateway = Gateway::start(&["--shards", "2"]);
     gateway.funded(1, "EUR", "100");
-    let debit = step(
-        "POST",
-        "/accounts/1/debits",
-        Some(2),
-        r#"{"amount":"30.00"}"#,
-        200,
-        "ok",
-    );
-    let first = check(&gateway, &debit);
+    let debits = "/accounts/1/debits";
+    let first = post(&gateway, debits, 2, r#"{"amount":"30.00"}"#, (200, "ok"));
     // The same request again, and with the amount written another way
     // (SPEC: amounts compare as numbers), and the key in its quoted and
     // zero-padded forms: every one is the same request.
@@ -454,142 +210,63 @@ fn retries_replay_the_first_answer_and_move_money_once() {
         ("0002", r#"{"amount":"30.00"}"#),
     ];
     for (key, body) in retries {
+        let headers = [("Idempotency-Key", key)];
         let reply = gateway
-            .send(
-                "POST",
-                "/accounts/1/debits",
-                &[("Idempotency-Key", key)],
-                body,
-            )
+            .send("POST", debits, &headers, body)
             .expect("an answer");
         assert!(reply.replayed, "key {key} {body}: {reply:?}");
         assert_eq!(reply.status, first.status, "key {key} {body}");
         assert_eq!(reply.text, first.text, "key {key} {body}");
     }
-    assert_balance(
-        &gateway,
-        1,
-        ["70.00", "0.00", "70.00"],
-        "five sends of one debit",
-    );
+    assert_balance(&gateway, 1, ["70.00", "0.00", "70.00"], "five sends");
     // A rejection replays too, whatever changed since.
-    let big = step(
-        "POST",
-        "/accounts/1/debits",
-        Some(3),
-        r#"{"amount":"500"}"#,
-        402,
-        "insufficient_funds",
-    );
-    let refused = check(&gateway, &big);
-    check(
+    let big = r#"{"amount":"500"}"#;
+    let refused = post(&gateway, debits, 3, big, (402, "insufficient_funds"));
+    post(
         &gateway,
-        &step(
-            "POST",
-            "/accounts/1/deposits",
-            Some(4),
-            r#"{"amount":"1000"}"#,
-            200,
-            "ok",
-        ),
+        "/accounts/1/deposits",
+        4,
+        r#"{"amount":"1000"}"#,
+        (200, "ok"),
     );
-    let again = gateway.call(big.method, big.path, big.key, big.body);
+    let again = gateway.call("POST", debits, Some(3), big);
     assert!(again.replayed, "{again:?}");
     assert_eq!((again.status, again.text), (refused.status, refused.text));
-    assert_balance(
-        &gateway,
-        1,
-        ["1070.00", "0.00", "1070.00"],
-        "a replayed refusal",
-    );
+    assert_balance(&gateway, 1, ["1070.00", "0.00", "1070.00"], "a refusal");
     // Holds and captures replay as well.
-    check(
+    post(
         &gateway,
-        &step(
-            "POST",
-            "/accounts/1/holds",
-            Some(5),
-            r#"{"amount":"10"}"#,
-            200,
-            "ok",
-        ),
+        "/accounts/1/holds",
+        5,
+        r#"{"amount":"10"}"#,
+        (200, "ok"),
     );
-    let capture = step(
-        "POST",
-        "/accounts/1/holds/5/captures",
-        Some(6),
-        r#"{"amount":"4"}"#,
-        200,
-        "ok",
-    );
-    check(&gateway, &capture);
-    let again = gateway.call(capture.method, capture.path, capture.key, capture.body);
+    let captures = "/accounts/1/holds/5/captures";
+    post(&gateway, captures, 6, r#"{"amount":"4"}"#, (200, "ok"));
+    let again = gateway.call("POST", captures, Some(6), r#"{"amount":"4"}"#);
     assert!(again.replayed && again.status == 200, "{again:?}");
-    assert_balance(
-        &gateway,
-        1,
-        ["1066.00", "0.00", "1066.00"],
-        "a replayed capture",
-    );
+    assert_balance(&gateway, 1, ["1066.00", "0.00", "1066.00"], "a capture");
 }
 
 #[test]
 fn a_key_reused_for_another_request_is_an_id_conflict() {
     let gateway = Gateway::start(&["--shards", "2"]);
     gateway.funded(1, "USD", "100");
-    check(
+    post(
         &gateway,
-        &step(
-            "POST",
-            "/accounts/1/debits",
-            Some(2),
-            r#"{"amount":"30"}"#,
-            200,
-            "ok",
-        ),
+        "/accounts/1/debits",
+        2,
+        r#"{"amount":"30"}"#,
+        (200, "ok"),
     );
+    #[rustfmt::skip]
     let conflicts = [
-        step(
-            "POST",
-            "/accounts/1/debits",
-            Some(2),
-            r#"{"amount":"30.01"}"#,
-            422,
-            "id_conflict",
-        ),
-        step(
-            "POST",
-            "/accounts/1/deposits",
-            Some(2),
-            r#"{"amount":"30"}"#,
-            422,
-            "id_conflict",
-        ),
-        step(
-            "POST",
-            "/accounts/1/holds",
-            Some(2),
-            r#"{"amount":"30"}"#,
-            422,
-            "id_conflict",
-        ),
-        step(
-            "POST",
-            "/accounts/1/refunds",
-            Some(2),
-            r#"{"of":2}"#,
-            422,
-            "id_conflict",
-        ),
+        step("POST", "/accounts/1/debits", Some(2), r#"{"amount":"30.01"}"#, 422, "id_conflict"),
+        step("POST", "/accounts/1/deposits", Some(2), r#"{"amount":"30"}"#, 422, "id_conflict"),
+        step("POST", "/accounts/1/holds", Some(2), r#"{"amount":"30"}"#, 422, "id_conflict"),
+        step("POST", "/accounts/1/refunds", Some(2), r#"{"of":2}"#, 422, "id_conflict"),
         // The deposit's key (1) too.
-        step(
-            "POST",
-            "/accounts/1/debits",
-            Some(1),
-            r#"{"amount":"100"}"#,
-            422,
-            "id_conflict",
-        ),
+        step("POST", "/accounts/1/debits", Some(1), r#"{"amount":"100"}"#, 422, "id_conflict"),
     ];
     for conflict in &conflicts {
         check(&gateway, conflict);
@@ -597,16 +274,12 @@ fn a_key_reused_for_another_request_is_an_id_conflict() {
     }
     // Keys are per account: key 2 is new on account 2.
     gateway.funded(2, "USD", "5");
-    check(
+    post(
         &gateway,
-        &step(
-            "POST",
-            "/accounts/2/debits",
-            Some(2),
-            r#"{"amount":"5"}"#,
-            200,
-            "ok",
-        ),
+        "/accounts/2/debits",
+        2,
+        r#"{"amount":"5"}"#,
+        (200, "ok"),
     );
 }
 
@@ -655,255 +328,46 @@ fn bad_input_is_a_json_4xx_and_changes_nothing() {
     );
     const KEY: &[(&str, &str)] = &[("Idempotency-Key", "50")];
     let debits = "/accounts/1/debits";
+    #[rustfmt::skip]
     let cases = vec![
         bad("POST", debits, KEY, r#"{"amount":"1""#, 400, "invalid_json"),
-        bad(
-            "POST",
-            debits,
-            KEY,
-            r#"{"amount":"1"} {}"#,
-            400,
-            "invalid_json",
-        ),
-        bad(
-            "POST",
-            debits,
-            KEY,
-            r#"[{"amount":"1"}]"#,
-            400,
-            "invalid_json",
-        ),
+        bad("POST", debits, KEY, r#"{"amount":"1"} {}"#, 400, "invalid_json"),
+        bad("POST", debits, KEY, r#"[{"amount":"1"}]"#, 400, "invalid_json"),
         bad("POST", debits, KEY, "amount=1", 400, "invalid_json"),
-        bad(
-            "POST",
-            debits,
-            KEY,
-            &b"{\"amount\":\"1\xff\"}"[..],
-            400,
-            "invalid_json",
-        ),
+        bad("POST", debits, KEY, &b"{\"amount\":\"1\xff\"}"[..], 400, "invalid_json"),
         bad("POST", debits, KEY, r#"{"amount":1}"#, 400, "malformed"),
         bad("POST", debits, KEY, r#"{"amount":null}"#, 400, "malformed"),
         bad("POST", debits, KEY, "{}", 400, "malformed"),
         bad("POST", debits, KEY, "", 400, "malformed"),
-        bad(
-            "POST",
-            debits,
-            KEY,
-            r#"{"amount":"1","amount":"2"}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            debits,
-            KEY,
-            r#"{"amount":"1","account":1}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            debits,
-            KEY,
-            r#"{"amount":"1","id":50}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            "/accounts/1/holds",
-            KEY,
-            r#"{"amount":"1","expires_in_ms":0}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            "/accounts/1/holds/2/captures",
-            KEY,
-            r#"{"final":"yes"}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            "/accounts/1/refunds",
-            KEY,
-            r#"{"of":-1}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "PUT",
-            "/accounts/1/limits",
-            &[],
-            r#"{"velocity":{"max":0,"window_ms":1,"below":"1"}}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            "/accounts",
-            &[],
-            r#"{"account":"1","currency":"USD"}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            debits,
-            KEY,
-            vec![b' '; 20 * 1024],
-            413,
-            "body_too_large",
-        ),
-        bad(
-            "POST",
-            debits,
-            &[],
-            r#"{"amount":"1"}"#,
-            400,
-            "missing_idempotency_key",
-        ),
-        bad(
-            "POST",
-            "/accounts/1/holds/2/void",
-            &[],
-            "",
-            400,
-            "missing_idempotency_key",
-        ),
-        bad(
-            "POST",
-            debits,
-            &[("Idempotency-Key", "abc")],
-            r#"{"amount":"1"}"#,
-            400,
-            "invalid_idempotency_key",
-        ),
-        bad(
-            "POST",
-            debits,
-            &[("Idempotency-Key", "-1")],
-            r#"{"amount":"1"}"#,
-            400,
-            "invalid_idempotency_key",
-        ),
-        bad(
-            "POST",
-            debits,
-            &[("Idempotency-Key", "1.5")],
-            r#"{"amount":"1"}"#,
-            400,
-            "invalid_idempotency_key",
-        ),
-        bad(
-            "POST",
-            debits,
-            &[("Idempotency-Key", "")],
-            r#"{"amount":"1"}"#,
-            400,
-            "invalid_idempotency_key",
-        ),
-        bad(
-            "POST",
-            debits,
-            &[("Idempotency-Key", "18446744073709551616")],
-            r#"{"amount":"1"}"#,
-            400,
-            "invalid_idempotency_key",
-        ),
-        bad(
-            "POST",
-            debits,
-            &[("Idempotency-Key", "50"), ("Idempotency-Key", "51")],
-            r#"{"amount":"1"}"#,
-            400,
-            "invalid_idempotency_key",
-        ),
-        bad(
-            "POST",
-            "/accounts/abc/debits",
-            KEY,
-            r#"{"amount":"1"}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            "/accounts/-1/debits",
-            KEY,
-            r#"{"amount":"1"}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            "/accounts/18446744073709551616/debits",
-            KEY,
-            r#"{"amount":"1"}"#,
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            "/accounts/1/holds/x/captures",
-            KEY,
-            "",
-            400,
-            "malformed",
-        ),
-        bad(
-            "GET",
-            "/accounts/1/transactions/1e3",
-            &[],
-            "",
-            400,
-            "malformed",
-        ),
-        bad(
-            "POST",
-            "/accounts/1/debitz",
-            KEY,
-            r#"{"amount":"1"}"#,
-            404,
-            "not_found",
-        ),
+        bad("POST", debits, KEY, r#"{"amount":"1","amount":"2"}"#, 400, "malformed"),
+        bad("POST", debits, KEY, r#"{"amount":"1","account":1}"#, 400, "malformed"),
+        bad("POST", debits, KEY, r#"{"amount":"1","id":50}"#, 400, "malformed"),
+        bad("POST", "/accounts/1/holds", KEY, r#"{"amount":"1","expires_in_ms":0}"#, 400, "malformed"),
+        bad("POST", "/accounts/1/holds/2/captures", KEY, r#"{"final":"yes"}"#, 400, "malformed"),
+        bad("POST", "/accounts/1/refunds", KEY, r#"{"of":-1}"#, 400, "malformed"),
+        bad("PUT", "/accounts/1/limits", &[], r#"{"velocity":{"max":0,"window_ms":1,"below":"1"}}"#, 400, "malformed"),
+        bad("POST", "/accounts", &[], r#"{"account":"1","currency":"USD"}"#, 400, "malformed"),
+        bad("POST", debits, KEY, vec![b' '; 20 * 1024], 413, "body_too_large"),
+        bad("POST", debits, &[], r#"{"amount":"1"}"#, 400, "missing_idempotency_key"),
+        bad("POST", "/accounts/1/holds/2/void", &[], "", 400, "missing_idempotency_key"),
+        bad("POST", debits, &[("Idempotency-Key", "abc")], r#"{"amount":"1"}"#, 400, "invalid_idempotency_key"),
+        bad("POST", debits, &[("Idempotency-Key", "-1")], r#"{"amount":"1"}"#, 400, "invalid_idempotency_key"),
+        bad("POST", debits, &[("Idempotency-Key", "1.5")], r#"{"amount":"1"}"#, 400, "invalid_idempotency_key"),
+        bad("POST", debits, &[("Idempotency-Key", "")], r#"{"amount":"1"}"#, 400, "invalid_idempotency_key"),
+        bad("POST", debits, &[("Idempotency-Key", "18446744073709551616")], r#"{"amount":"1"}"#, 400, "invalid_idempotency_key"),
+        bad("POST", debits, &[("Idempotency-Key", "50"), ("Idempotency-Key", "51")], r#"{"amount":"1"}"#, 400, "invalid_idempotency_key"),
+        bad("POST", "/accounts/abc/debits", KEY, r#"{"amount":"1"}"#, 400, "malformed"),
+        bad("POST", "/accounts/-1/debits", KEY, r#"{"amount":"1"}"#, 400, "malformed"),
+        bad("POST", "/accounts/18446744073709551616/debits", KEY, r#"{"amount":"1"}"#, 400, "malformed"),
+        bad("POST", "/accounts/1/holds/x/captures", KEY, "", 400, "malformed"),
+        bad("GET", "/accounts/1/transactions/1e3", &[], "", 400, "malformed"),
+        bad("POST", "/accounts/1/debitz", KEY, r#"{"amount":"1"}"#, 404, "not_found"),
         bad("GET", "/", &[], "", 404, "not_found"),
-        bad(
-            "GET",
-            "/accounts/1/balance/extra",
-            &[],
-            "",
-            404,
-            "not_found",
-        ),
-        bad(
-            "DELETE",
-            debits,
-            KEY,
-            r#"{"amount":"1"}"#,
-            405,
-            "method_not_allowed",
-        ),
+        bad("GET", "/accounts/1/balance/extra", &[], "", 404, "not_found"),
+        bad("DELETE", debits, KEY, r#"{"amount":"1"}"#, 405, "method_not_allowed"),
         bad("GET", debits, KEY, "", 405, "method_not_allowed"),
-        bad(
-            "POST",
-            "/accounts/1/limits",
-            &[],
-            "{}",
-            405,
-            "method_not_allowed",
-        ),
-        bad(
-            "PUT",
-            "/accounts/1/balance",
-            &[],
-            "",
-            405,
-            "method_not_allowed",
-        ),
+        bad("POST", "/accounts/1/limits", &[], "{}", 405, "method_not_allowed"),
+        bad("PUT", "/accounts/1/balance", &[], "", 405, "method_not_allowed"),
     ];
     for case in &cases {
         let reply = gateway
@@ -914,15 +378,7 @@ fn bad_input_is_a_json_4xx_and_changes_nothing() {
             "{} {} {:?} {:.60}",
             case.method, case.path, case.headers, shown
         );
-        assert_eq!(
-            (reply.status, reply.code()),
-            (case.status, case.code),
-            "{what}: {}",
-            reply.text
-        );
-        assert_eq!(reply.content_type, "application/json", "{what}");
-        let message = reply.body["error"]["message"].as_str().unwrap_or("");
-        assert!(!message.is_empty(), "{what}: no message in {}", reply.text);
+        assert_answer(&reply, (case.status, case.code), &what);
         if reply.status == 405 {
             assert!(reply.allow.is_some(), "{what}: 405 without Allow");
         }
@@ -994,43 +450,31 @@ fn metrics_count_the_requests_made() {
         gateway.funded(account, "USD", "10");
     }
     for id in 2..7 {
-        check(
+        post(
             &gateway,
-            &step(
-                "POST",
-                "/accounts/1/debits",
-                Some(id),
-                r#"{"amount":"1"}"#,
-                200,
-                "ok",
-            ),
+            "/accounts/1/debits",
+            id,
+            r#"{"amount":"1"}"#,
+            (200, "ok"),
         );
     }
     for _ in 0..2 {
         let reply = gateway.call("POST", "/accounts/1/debits", Some(2), r#"{"amount":"1"}"#);
         assert!(reply.replayed);
     }
-    check(
+    post(
         &gateway,
-        &step(
-            "POST",
-            "/accounts/2/debits",
-            Some(2),
-            r#"{"amount":"99"}"#,
-            402,
-            "insufficient_funds",
-        ),
+        "/accounts/2/debits",
+        2,
+        r#"{"amount":"99"}"#,
+        (402, "insufficient_funds"),
     );
-    check(
+    post(
         &gateway,
-        &step(
-            "POST",
-            "/accounts/2/debits",
-            Some(3),
-            "{",
-            400,
-            "invalid_json",
-        ),
+        "/accounts/2/debits",
+        3,
+        "{",
+        (400, "invalid_json"),
     );
     check(
         &gateway,

@@ -67,6 +67,15 @@ fn check_survived(gateway: &Gateway, acked: &[Acked], accounts: u64, deposit_cen
     }
 }
 
+/// Waits for a gateway sent SIGTERM: it exits 0 having shut the engine
+/// down (its log says so).
+fn assert_graceful_exit(gateway: &mut Gateway) {
+    let status = gateway.wait();
+    let log = gateway.log();
+    assert!(status.success(), "exit after SIGTERM: {status:?}\n{log}");
+    assert!(log.contains("engine stopped"), "{log}");
+}
+
 #[test]
 fn acknowledged_payments_survive_sigterm_and_sigkill() {
     let dir = TempDir::new("restart");
@@ -84,17 +93,7 @@ fn acknowledged_payments_survive_sigterm_and_sigkill() {
     assert!(acked.iter().any(|a| a.status == 200));
     assert!(acked.iter().any(|a| a.status == 402));
     gateway.signal("TERM");
-    let status = gateway.wait();
-    assert!(
-        status.success(),
-        "SIGTERM exit: {status:?}\n{}",
-        gateway.log()
-    );
-    assert!(
-        gateway.log().contains("engine stopped"),
-        "{}",
-        gateway.log()
-    );
+    assert_graceful_exit(&mut gateway);
     drop(gateway);
 
     let gateway = Gateway::start(&args);
@@ -162,12 +161,7 @@ fn sigterm_under_load_answers_what_it_accepted() {
         unanswered.extend(u.into_iter().map(|(key, cents)| (account, key, cents)));
     }
     let mut gateway = Arc::into_inner(gateway_ref).expect("senders are done");
-    let status = gateway.wait();
-    assert!(
-        status.success(),
-        "SIGTERM exit: {status:?}\n{}",
-        gateway.log()
-    );
+    assert_graceful_exit(&mut gateway);
     assert!(
         acked.len() >= SENDERS as usize,
         "too few requests before the stop"
