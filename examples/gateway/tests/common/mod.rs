@@ -97,7 +97,9 @@ impl Gateway {
             .unwrap_or_else(|| panic!("first stdout line is {line:?}"))
             .to_string();
         assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+        // Loopback only: no proxy from the environment may come between.
         let http = reqwest::blocking::Client::builder()
+            .no_proxy()
             .timeout(Duration::from_secs(20))
             .build()
             .expect("an HTTP client");
