@@ -36,6 +36,7 @@ use crate::risk::RiskPolicy;
 use crate::shard::{Shard, ShardStats};
 use crate::stats::Durations;
 use crate::table::KeySpare;
+use crate::wal::broadcasts::{self, BroadcastLog, BROADCASTS_NAME};
 use crate::wal::record::Record;
 use crate::wal::recovery::{self, Recovered};
 use crate::wal::writer::{Flusher, ShardLog, SyncStats};
@@ -72,6 +73,7 @@ pub type RiskPolicyFactory = Arc<dyn Fn(usize) -> Box<dyn RiskPolicy> + Send + S
 pub struct EngineConfig {
     /// Number of shards, each with its own worker thread (default: cores).
     pub shards: usize,
+    /// Where engine time comes from (default: the wall clock).
     pub clock: ClockMode,
     /// Keys and ended holds are remembered at least this long.
     pub dedup_window_ms: u64,
@@ -81,6 +83,8 @@ pub struct EngineConfig {
     pub data_dir: Option<PathBuf>,
     /// With a data directory: when outcomes are handed back.
     pub durability: Durability,
+    /// Segment size, snapshot frequency and the fault-injection seam of the log
+    /// (with a data directory only).
     pub wal: WalOptions,
     /// Room to set aside at start, over all shards (0: grow as needed):
     /// accounts, and keys remembered at once (about a dedup window's keyed
@@ -89,6 +93,7 @@ pub struct EngineConfig {
     /// that knows its traffic sizes it once. Memory is still only touched
     /// as it fills.
     pub expected_accounts: usize,
+    /// See `expected_accounts`: keys remembered at once, over all shards.
     pub expected_keys: usize,
 }
 
@@ -111,11 +116,36 @@ impl Default for EngineConfig {
 /// What opening a data directory found and did, per shard.
 #[derive(Clone, Debug, Default)]
 pub struct RecoveryReport {
+    /// The last LSN (log sequence number) the snapshot recovery started from
+    /// holds; 0: there was none, and replay started at the log's beginning.
     pub snapshot_lsn: u64,
+    /// Log records applied after the snapshot.
     pub records_replayed: u64,
+    /// Bytes of log those records took.
     pub bytes_replayed: u64,
+    /// How long recovering the shard took (snapshot load and replay).
     pub elapsed: Duration,
+    /// What recovery did that an operator should know (a torn tail cut).
     pub notes: Vec<String>,
+    /// The shard's engine time once recovered, ms.
+    pub now_ms: u64,
+    /// Requests that every shard sees (`advance_clock`) the shard had
+    /// applied once recovered, those completed from the broadcast log
+    /// included: the same number on every shard.
+    pub broadcasts: u64,
+}
+
+/// Submits requests from async tasks; see [`Engine::submitter`].
+#[derive(Clone)]
+pub struct Submitter {
+    inner: Arc<Inner>,
+}
+
+impl Submitter {
+    /// As [`Engine::submit_async`].
+    pub fn submit_async(&self, request: Request) -> OutcomeFuture {
+        self.inner.submit_async(request)
+    }
 }
 
 /// A running engine. Dropping it (or [`Engine::shutdown`]) stops the workers
@@ -139,6 +169,38 @@ struct Inner {
     /// can no longer be trusted, and waiting clients panic rather than wait
     /// forever for outcomes that will not come.
     failed: AtomicBool,
+    /// Numbers requests that every shard sees and hands them to every
+    /// shard in that order; see [`Broadcaster`].
+    broadcaster: Mutex<Broadcaster>,
+}
+
+/// Requests that every shard sees (`advance_clock`) go out one at a time,
+/// under this lock: numbered, written to the broadcast log and synced
+/// (durable engines), then pushed to every shard's queue. So every shard
+/// applies them in one order, and one that any shard may have applied is
+/// in the broadcast log, from which recovery completes it on the others
+/// (`wal/broadcasts.rs`). They are rare; the lock is never on the path of
+/// a request that names an account.
+struct Broadcaster {
+    log: Option<BroadcastLog>,
+    /// The number the next broadcast gets (the first is 1).
+    next: u64,
+}
+
+impl Broadcaster {
+    /// Numbers `request` and makes it durable in the broadcast log; `None`
+    /// if the log cannot be written (then no shard may be given it).
+    fn number(&mut self, request: &Request) -> Option<u64> {
+        let number = self.next;
+        if let Some(log) = self.log.as_mut() {
+            if let Err(e) = log.append(number, request) {
+                eprintln!("debitcore: cannot write the broadcast log: {e}");
+                return None;
+            }
+        }
+        self.next += 1;
+        Some(number)
+    }
 }
 
 /// The way into one shard.
@@ -264,6 +326,8 @@ impl Engine {
                         bytes_replayed: r.bytes_replayed,
                         elapsed: r.elapsed,
                         notes: r.notes,
+                        now_ms: r.shard.now_ms(),
+                        broadcasts: r.shard.broadcasts(),
                     });
                     let log = ShardLog::new(
                         shard_dir(&dir.path, index),
@@ -293,6 +357,19 @@ impl Engine {
                 }
             }
         }
+        // Complete every broadcast that a crash left on some shards only,
+        // before any shard runs.
+        let (broadcast_log, broadcasts_done) = match &data_dir {
+            None => (None, 0),
+            Some(dir) => {
+                let io = |e| OpenError::Io(dir.path.join(BROADCASTS_NAME), e);
+                let (mut log, entries) = BroadcastLog::open(&dir.path).map_err(io)?;
+                let done = complete_broadcasts(&mut states, &entries, &mut recovery)
+                    .map_err(|(path, e)| OpenError::Io(path, e))?;
+                log.reset().map_err(io)?;
+                (Some(log), done)
+            }
+        };
         let ports = states
             .iter()
             .map(|(_, durable)| {
@@ -313,6 +390,10 @@ impl Engine {
             stopping: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            broadcaster: Mutex::new(Broadcaster {
+                log: broadcast_log,
+                next: broadcasts_done + 1,
+            }),
         });
         // Routing by hash gives a shard n/shards ± a few standard
         // deviations (sqrt(n/shards)): room for 4 of them, so that the
@@ -371,6 +452,9 @@ impl Engine {
         Client::new(Arc::clone(&self.inner))
     }
 
+    /// How many shards the engine runs. With a data directory this is the
+    /// count stored in it, which wins over [`EngineConfig::shards`] (accounts are
+    /// placed by it).
     pub fn shard_count(&self) -> usize {
         self.inner.ports.len()
     }
@@ -405,33 +489,17 @@ impl Engine {
     /// waker. Each call is its own queue push (no batching on the way in),
     /// so a busy gateway thread should prefer a [`Client`].
     pub fn submit_async(&self, request: Request) -> OutcomeFuture {
-        let shards: Vec<usize> = match request.account() {
-            Some(account) => vec![self.inner.shard_of(account)],
-            None if self.inner.clock == ClockMode::Wall => {
-                return OutcomeFuture::ready(Outcome::new(Code::ClockNotManual));
-            }
-            None => (0..self.inner.ports.len()).collect(),
-        };
-        let slot = Arc::new(FutureSlot {
-            remaining: AtomicUsize::new(shards.len()),
-            state: Mutex::new((None, None)),
-            failed: AtomicBool::new(false),
-        });
-        for shard in shards {
-            let batch = Batch {
-                items: vec![Item {
-                    tag: 0,
-                    kind: Kind::User,
-                    broadcast: false,
-                    request: request.clone(),
-                }],
-                reply: Reply::Future(FutureReply(Some(Arc::clone(&slot)))),
-            };
-            self.inner.push(shard, batch);
-        }
-        OutcomeFuture {
-            slot: Some(slot),
-            ready: None,
+        self.inner.submit_async(request)
+    }
+
+    /// A handle that submits requests like [`Engine::submit_async`] and can
+    /// be cloned into tasks that must own what they use (`tokio::spawn`,
+    /// an axum handler's state). It keeps the engine's workers reachable,
+    /// not running: once the engine is shut down, its requests answer
+    /// `shutting_down`.
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            inner: Arc::clone(&self.inner),
         }
     }
 
@@ -467,6 +535,59 @@ impl Drop for Engine {
 impl Inner {
     fn shard_of(&self, account: AccountId) -> usize {
         hash::range(hash::fold(account), self.ports.len())
+    }
+
+    fn submit_async(&self, request: Request) -> OutcomeFuture {
+        let broadcast = request.account().is_none();
+        let shards: Vec<usize> = match request.account() {
+            Some(account) => vec![self.shard_of(account)],
+            None if self.clock == ClockMode::Wall => {
+                return OutcomeFuture::ready(Outcome::new(Code::ClockNotManual));
+            }
+            None => (0..self.ports.len()).collect(),
+        };
+        let slot = Arc::new(FutureSlot {
+            remaining: AtomicUsize::new(shards.len()),
+            state: Mutex::new((None, None)),
+            failed: AtomicBool::new(false),
+        });
+        // A broadcast goes out numbered, in the one order of all of them.
+        let mut broadcaster = broadcast.then(|| self.broadcaster.lock());
+        if let Some(b) = broadcaster.as_mut() {
+            if let Some(code) = self.refuse_broadcast(b, &request) {
+                return OutcomeFuture::ready(Outcome::new(code));
+            }
+        }
+        for shard in shards {
+            let batch = Batch {
+                items: vec![Item {
+                    tag: 0,
+                    kind: Kind::User,
+                    broadcast: false,
+                    request: request.clone(),
+                }],
+                reply: Reply::Future(FutureReply(Some(Arc::clone(&slot)))),
+            };
+            self.push(shard, batch);
+        }
+        OutcomeFuture {
+            slot: Some(slot),
+            ready: None,
+        }
+    }
+
+    /// Under the broadcaster's lock: numbers a broadcast and makes it
+    /// durable, or says why it may not go out (then nothing has it).
+    fn refuse_broadcast(&self, broadcaster: &mut Broadcaster, request: &Request) -> Option<Code> {
+        if self.stopping.load(Ordering::SeqCst) {
+            // Numbered now, it would be completed at the next open on
+            // shards that never answered it.
+            return Some(Code::ShuttingDown);
+        }
+        broadcaster
+            .number(request)
+            .is_none()
+            .then_some(Code::StorageUnavailable)
     }
 
     fn push(&self, shard: usize, batch: Batch) {
@@ -769,6 +890,10 @@ fn snapshot(index: usize, shard: &Shard, d: &mut DurableShard) {
 /// After a failed flush: the shard's memory may hold effects the log lost,
 /// so rebuild it from what is on disk. Returns whether the shard is usable.
 fn rebuild(index: usize, shard: &mut Shard, d: &mut DurableShard) -> bool {
+    // The broadcasts this shard had applied in memory: every other shard
+    // applies them too, so the rebuilt state must have them all (its disk
+    // may have lost the last ones with the failed flush).
+    let broadcasts = shard.broadcasts();
     d.flusher.drain();
     d.log.stop_spare();
     let policy = d.policy.as_ref().map(|factory| factory(index));
@@ -788,6 +913,34 @@ fn rebuild(index: usize, shard: &mut Shard, d: &mut DurableShard) -> bool {
                 r.bytes_replayed,
             );
             d.flusher.reset(r.next_lsn - 1);
+            let entries = match broadcasts::read(&d.data_dir.join(BROADCASTS_NAME)) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    eprintln!("debitcore: shard {index}: cannot read the broadcast log: {e}");
+                    return false;
+                }
+            };
+            let lacking = shard.broadcasts() + 1..=broadcasts;
+            let missing = entries.iter().filter(|(n, _)| lacking.contains(n));
+            let mut appended = false;
+            for (_, request) in missing {
+                if d.log.reserve(1).is_err() {
+                    return false;
+                }
+                let code = shard.apply(request).code;
+                d.log.append_request(request, code);
+                appended = true;
+            }
+            if shard.broadcasts() != broadcasts {
+                eprintln!(
+                    "debitcore: shard {index}: broadcasts {}..={broadcasts} are not in the broadcast log",
+                    shard.broadcasts() + 1
+                );
+                return false;
+            }
+            if appended && d.log.sync_now().is_err() {
+                return false;
+            }
             true
         }
         Err(e) => {
@@ -795,6 +948,57 @@ fn rebuild(index: usize, shard: &mut Shard, d: &mut DurableShard) -> bool {
             false
         }
     }
+}
+
+/// At open, before any shard runs: applies to every shard each broadcast
+/// it lacks, up to the last one any shard applied or the broadcast log
+/// holds, from the log, in order, writing each to the shard's own log and
+/// syncing it there (then the broadcast log may be emptied). Returns the
+/// number of the last broadcast, which every shard has now applied.
+fn complete_broadcasts(
+    states: &mut [(Shard, Option<DurableShard>)],
+    entries: &[(u64, Request)],
+    recovery: &mut [RecoveryReport],
+) -> Result<u64, (PathBuf, std::io::Error)> {
+    let applied = states
+        .iter()
+        .map(|(s, _)| s.broadcasts())
+        .max()
+        .unwrap_or(0);
+    let target = applied.max(entries.last().map_or(0, |&(n, _)| n));
+    for (index, (shard, durable)) in states.iter_mut().enumerate() {
+        let Some(d) = durable.as_mut() else { continue };
+        let from = shard.broadcasts() + 1;
+        if from > target {
+            continue;
+        }
+        for n in from..=target {
+            let Some((_, request)) = entries.iter().find(|&&(m, _)| m == n) else {
+                // Only a directory from before the broadcast log (whose
+                // shards did not count them either) gets here.
+                recovery[index].notes.push(format!(
+                    "broadcasts {n}..={target} are in no log; taken as applied"
+                ));
+                shard.assume_broadcasts(target);
+                break;
+            };
+            d.log
+                .reserve(1)
+                .map_err(|e| (shard_dir(&d.data_dir, index), e))?;
+            let code = shard.apply(request).code;
+            d.log.append_request(request, code);
+        }
+        d.log
+            .sync_now()
+            .map_err(|e| (shard_dir(&d.data_dir, index), e))?;
+        let report = &mut recovery[index];
+        report.notes.push(format!(
+            "completed broadcasts {from}..={target} from the broadcast log"
+        ));
+        report.now_ms = shard.now_ms();
+        report.broadcasts = shard.broadcasts();
+    }
+    Ok(target)
 }
 
 /// Spins briefly, then sleeps until a producer pushes (or a short timeout,
@@ -1014,16 +1218,35 @@ impl Client {
                 self.finish(tag, kind, Outcome::new(Code::ClockNotManual));
             }
             None => {
+                // Behind everything this client sent before it, on every
+                // shard; then alone, numbered, in the one order of all
+                // broadcasts (see `Broadcaster`).
                 let shards = self.pending.len();
+                for shard in 0..shards {
+                    self.flush_shard(shard);
+                }
+                let mut broadcaster = self.inner.broadcaster.lock();
+                if let Some(code) = self.inner.refuse_broadcast(&mut broadcaster, &request) {
+                    drop(broadcaster);
+                    self.finish(tag, kind, Outcome::new(code));
+                    return;
+                }
                 self.broadcasts.push((tag, kind, shards));
                 for shard in 0..shards {
                     self.outstanding += 1;
-                    self.pending[shard].push(Item {
+                    let item = Item {
                         tag,
                         kind,
                         broadcast: true,
                         request: request.clone(),
-                    });
+                    };
+                    self.inner.push(
+                        shard,
+                        Batch {
+                            items: vec![item],
+                            reply: Reply::Client(Arc::clone(&self.inbox)),
+                        },
+                    );
                 }
             }
         }

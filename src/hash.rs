@@ -1,7 +1,7 @@
 //! Fixed, well-mixed 64-bit hashing.
 //!
 //! Everything here is deterministic across runs, processes and versions:
-//! shard routing and request fingerprints will be written to disk by the log,
+//! shard routing and request fingerprints are written to disk by the log,
 //! so no per-process random seed (`RandomState`) is allowed.
 
 use std::hash::{BuildHasherDefault, Hasher};
@@ -62,7 +62,11 @@ impl Hasher for WordHasher {
     }
 }
 
+/// A `BuildHasher` of [`WordHasher`]: fixed and seedless, for maps keyed by
+/// integers.
 pub type WordBuildHasher = BuildHasherDefault<WordHasher>;
+/// A `HashMap` hashed by [`WordHasher`] (the shard's hold, refund and
+/// capture maps; loadgen's id maps).
 pub type WordMap<K, V> = std::collections::HashMap<K, V, WordBuildHasher>;
 
 #[cfg(test)]

@@ -82,16 +82,20 @@ pub enum Severity {
 /// One unreadable place.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
+    /// Whether recovery would cut it (torn tail) or refuse the directory.
     pub severity: Severity,
+    /// The file it is in.
     pub file: PathBuf,
     /// Byte offset in `file`.
     pub offset: u64,
+    /// What is wrong there, for an operator.
     pub reason: String,
 }
 
 /// One segment file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentInfo {
+    /// The file name (`<first LSN, 20 digits>.wal`).
     pub name: String,
     /// The first LSN its name (and header) promise.
     pub first_lsn: u64,
@@ -101,13 +105,16 @@ pub struct SegmentInfo {
     pub bytes_used: u64,
     /// File size (preallocated).
     pub bytes_size: u64,
+    /// Whether the 64-byte segment header verified (magic, shard, LSN, CRC).
     pub header_ok: bool,
 }
 
 /// One snapshot file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotInfo {
+    /// The file name (`snapshot-<LSN, 20 digits>.snap`).
     pub name: String,
+    /// The last LSN the snapshot holds: replay goes on after it.
     pub lsn: u64,
     /// `None` if it verified; else why not.
     pub damage: Option<String>,
@@ -116,14 +123,22 @@ pub struct SnapshotInfo {
 /// Everything found in one shard's directory.
 #[derive(Clone, Debug, Default)]
 pub struct ShardSummary {
+    /// The shard's index (its directory is `shard-NNN`, the index in three
+    /// digits).
     pub index: usize,
+    /// Every segment file, oldest first.
     pub segments: Vec<SegmentInfo>,
+    /// Every snapshot file, oldest first.
     pub snapshots: Vec<SnapshotInfo>,
     /// LSNs of the first and last readable records.
     pub first_lsn: Option<u64>,
+    /// The LSN of the last readable record.
     pub last_lsn: Option<u64>,
+    /// Request records (a request that changed state, with its result).
     pub requests: u64,
+    /// Tick records (engine time moved, under the wall clock).
     pub ticks: u64,
+    /// Group records (the start of a group commit).
     pub groups: u64,
     /// Request records by op name.
     pub by_op: BTreeMap<&'static str, u64>,
@@ -131,6 +146,7 @@ pub struct ShardSummary {
     pub by_result: BTreeMap<&'static str, u64>,
     /// Request records by (op, result).
     pub by_op_result: BTreeMap<(&'static str, &'static str), u64>,
+    /// What is unreadable in this shard's files, in file order.
     pub problems: Vec<Problem>,
     /// Things worth knowing that are not problems.
     pub notes: Vec<String>,
@@ -139,6 +155,7 @@ pub struct ShardSummary {
 }
 
 impl ShardSummary {
+    /// Every readable record of the shard, of any kind.
     pub fn records(&self) -> u64 {
         self.requests + self.ticks + self.groups
     }
@@ -160,10 +177,13 @@ pub enum LockState {
 /// The result of an inspection.
 #[derive(Clone, Debug)]
 pub struct InspectSummary {
+    /// The data directory inspected.
     pub dir: PathBuf,
     /// The shard count `meta` records, if it is readable.
     pub meta_shards: Option<usize>,
+    /// Whether an engine held the directory while it was read.
     pub lock: LockState,
+    /// One summary per shard directory found, by index.
     pub shards: Vec<ShardSummary>,
     /// Problems outside any shard (`meta`).
     pub problems: Vec<Problem>,
@@ -184,12 +204,14 @@ impl InspectSummary {
         self.all_problems().any(|p| p.severity == Severity::Damage)
     }
 
+    /// How many torn tails were found (each one cut by the next open).
     pub fn torn_tails(&self) -> usize {
         self.all_problems()
             .filter(|p| p.severity == Severity::TornTail)
             .count()
     }
 
+    /// Every readable record over all shards, of any kind.
     pub fn records(&self) -> u64 {
         self.shards.iter().map(ShardSummary::records).sum()
     }

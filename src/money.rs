@@ -17,19 +17,31 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Currency {
+    /// Chinese yuan: exponent 2.
     CNY,
+    /// US dollar: exponent 2.
     USD,
+    /// Euro: exponent 2.
     EUR,
+    /// Pound sterling: exponent 2.
     GBP,
+    /// Hong Kong dollar: exponent 2.
     HKD,
+    /// Singapore dollar: exponent 2.
     SGD,
+    /// Japanese yen: exponent 0 (no minor unit).
     JPY,
+    /// South Korean won: exponent 0 (no minor unit).
     KRW,
+    /// Bahraini dinar: exponent 3.
     BHD,
+    /// Kuwaiti dinar: exponent 3.
     KWD,
 }
 
 impl Currency {
+    /// Every supported currency, in discriminant order (the byte the log
+    /// stores).
     pub const ALL: [Currency; 10] = [
         Currency::CNY,
         Currency::USD,
@@ -48,6 +60,7 @@ impl Currency {
         Currency::ALL.into_iter().find(|c| c.code() == code)
     }
 
+    /// The ISO 4217 alphabetic code, as the line format spells it.
     pub fn code(self) -> &'static str {
         match self {
             Currency::CNY => "CNY",
@@ -97,15 +110,23 @@ pub enum AmountArg {
     /// exponent ("1.230" is invalid in USD), though "1.230" and "1.23" are
     /// the same number for replays.
     Decimal {
+        /// The digits without the point: the value times `10^scale`.
         mantissa: u64,
+        /// Digits after the point once trailing zeros are dropped, 0..=3.
         scale: u32,
+        /// Digits after the point as written, trailing zeros included
+        /// (saturating at 255).
         digits: u8,
     },
     /// Not a valid amount in any currency: not of the form
     /// `[0-9]+(\.[0-9]+)?`, or too many fractional digits, or too large.
     /// Kept only as a fingerprint of its normalized text, so that a replay
     /// of the same (invalid) request is still recognised.
-    Invalid { fingerprint: u64 },
+    Invalid {
+        /// A fixed hash of the text, so that the same invalid amount
+        /// compares equal to itself (and a retry of it is a replay).
+        fingerprint: u64,
+    },
 }
 
 impl AmountArg {

@@ -10,36 +10,92 @@ use crate::request::Op;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Code {
+    /// The request did what it asks (for a query: here is the answer).
+    /// Any op can give it.
     Ok,
     /// Not a rejection: the debit became a hold awaiting review.
+    ///
+    /// From `debit` only, when risk routing (`review_above`, `velocity`, or
+    /// an embedder's [`RiskPolicy`](crate::RiskPolicy)) reviews it: a hold
+    /// named by the debit's id, of its amount, with the default expiry, is
+    /// placed. The gateway approves by capturing it, declines by voiding it.
     HeldForReview,
+    /// From `open_account`: an account with that id already exists.
     AccountExists,
+    /// From `open_account`: the currency is not one of the ten the engine
+    /// supports (another real code, lower case, anything else).
     UnsupportedCurrency,
+    /// An amount is not > 0, has more decimals than the currency's
+    /// exponent, or does not fit 63 bits of minor units; or the request
+    /// passed every other check but would push a balance, held total or
+    /// hold past 2^63-1 minor units (that check comes last). From every op
+    /// that takes an amount: `open_account` (overdraft), `deposit`,
+    /// `debit`, `authorize`, `increment`, `capture`, `refund`, `set_limits`.
     InvalidAmount,
+    /// The key (account, id) was seen before with another op or other
+    /// fields; nothing happened. From every keyed op (`deposit`, `debit`,
+    /// `authorize`, `increment`, `capture`, `void`, `refund`), checked first.
     IdConflict,
+    /// No account with that id exists. From every op that names an
+    /// existing account (all but `open_account` and `advance_clock`). Unlike other rejections it is not remembered under a key:
+    /// there is no account to remember it in.
     UnknownAccount,
+    /// From `debit`, `authorize` and `increment`: the account is frozen.
     AccountFrozen,
+    /// From `debit`, `authorize` and `increment` (and a debit routed to
+    /// review): `available` would go below `-overdraft`.
     InsufficientFunds,
+    /// From `capture`, `void` and `increment`: no hold on the account has
+    /// the `auth` id (never made, or forgotten after the dedup window).
     AuthNotFound,
+    /// From `capture`, `void` and `increment`: the hold ended by expiry.
     AuthExpired,
+    /// From `capture`, `void` and `increment`: the hold already ended by a
+    /// final capture or a void.
     AuthNotActive,
+    /// From `capture`: the amount is more than what is left of the hold.
     ExceedsAuthorized,
+    /// From `increment`: the hold has had a capture already, so it can no
+    /// longer grow (as card networks have it).
     CaptureStarted,
+    /// From `debit`, `authorize` and `increment`: the amount passes the
+    /// account's `per_txn` bound, or the day's total would pass `daily`.
     LimitExceeded,
+    /// From `refund`: `of` names no ok debit or ok capture on the account
+    /// (unknown, forgotten, rejected, or a debit held for review).
     NotRefundable,
+    /// From `refund`: the amount is more than what is left to refund of
+    /// the original, or nothing is left.
     ExceedsRefundable,
     /// An embedder's risk policy refused the request.
+    ///
+    /// From `debit` only, and only with a custom
+    /// [`RiskPolicy`](crate::RiskPolicy): SPEC's own rules never reject.
     RiskRejected,
+    /// From `status`: the account has no remembered key with that id
+    /// (never seen, or forgotten after the dedup window).
     UnknownId,
     /// The write-ahead log could not take the request (disk full, I/O error).
+    ///
+    /// Any op, on a durable engine only. Nothing was applied if the log had
+    /// no room; after a failed flush the request may still have happened,
+    /// so a retry with the same id answers consistently.
     StorageUnavailable,
     /// `advance_clock` sent to an engine that runs on the wall clock.
+    ///
+    /// The library's answer only: the line format calls such a line
+    /// malformed instead.
     ClockNotManual,
     /// The engine was shutting down and did not take the request.
+    ///
+    /// Any op sent after [`Engine::shutdown`](crate::Engine::shutdown)
+    /// began; nothing was applied.
     ShuttingDown,
 }
 
 impl Code {
+    /// Every code, in discriminant order (`ALL[code as usize] == code`);
+    /// the discriminant is the byte the key table and the log store.
     pub const ALL: [Code; 22] = [
         Code::Ok,
         Code::HeldForReview,
@@ -93,6 +149,7 @@ impl Code {
         }
     }
 
+    /// The code with this SPEC spelling; `None` for any other string.
     pub fn from_name(name: &str) -> Option<Code> {
         Code::ALL.into_iter().find(|c| c.name() == name)
     }
@@ -110,31 +167,40 @@ impl Code {
 /// What a request answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// The `result`: `ok`, `held_for_review`, or why nothing happened.
     pub code: Code,
     /// The key was seen before with the same request: this is the original
     /// outcome again, and nothing happened now.
     pub replayed: bool,
+    /// What the outcome carries beyond its code (the answer of a query).
     pub info: Info,
 }
 
 /// Fields some outcomes carry beyond `result`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Info {
+    /// Nothing: every op but `balance` and `status`, and their rejections.
     None,
     /// The answer to `balance`, in minor units of `currency`.
     Balance {
+        /// The account's currency: its exponent formats the figures.
         currency: Currency,
+        /// Posted money, minor units; below zero only within an overdraft.
         balance: i64,
+        /// What is left of the account's active holds, minor units (>= 0).
         held: i64,
     },
     /// The answer to `status`: the original op and result of the key.
     Status {
+        /// The op the key was first used with.
         op: Op,
+        /// The result that request got (what a replay of it answers).
         status: Code,
     },
 }
 
 impl Outcome {
+    /// A fresh outcome with `code` and nothing else: not a replay, no info.
     pub const fn new(code: Code) -> Outcome {
         Outcome {
             code,
@@ -143,6 +209,7 @@ impl Outcome {
         }
     }
 
+    /// `code` as the answer to a replay: `replayed` set, no info.
     pub const fn replay(code: Code) -> Outcome {
         Outcome {
             code,

@@ -7,84 +7,154 @@
 
 use crate::money::{AmountArg, Currency};
 
+/// An account's identity: any unsigned 64-bit number the gateway chooses.
+/// Accounts are placed on shards by a fixed hash of it.
 pub type AccountId = u64;
+/// A request's id: unsigned 64 bits, scoped to its account. The key of a
+/// money request is (account, id); a hold is named by its authorize's id.
 pub type TxnId = u64;
 
 /// One request. See `docs/behaviour.md` for what each means.
+///
+/// Every amount is an [`AmountArg`] in major units as sent (`"12.34"`);
+/// the shard that owns the account turns it into minor units of the
+/// account's currency, or answers [`Code::InvalidAmount`](crate::Code::InvalidAmount).
+/// Variants with an `id` are keyed: the engine remembers their outcome
+/// under (account, id) and answers a retry with it (`replayed`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
+    /// `open_account`: a new account with balance 0. Not keyed: a second
+    /// open of the same account is `account_exists`.
     OpenAccount {
+        /// The new account's id.
         account: AccountId,
         /// `None`: a currency code the engine does not support.
         currency: Option<Currency>,
+        /// How far below zero `available` may go, in major units (>= 0);
+        /// `None` is no overdraft ("0").
         overdraft: Option<AmountArg>,
     },
+    /// `deposit`: balance += amount.
     Deposit {
+        /// The request's id; with `account`, its idempotency key.
         id: TxnId,
+        /// The account credited.
         account: AccountId,
+        /// Major units, > 0, at most the currency's exponent of decimals.
         amount: AmountArg,
     },
+    /// `debit`: balance -= amount, after limits and risk routing (which
+    /// may turn it into a hold for review instead).
     Debit {
+        /// The request's id; with `account`, its idempotency key. A review
+        /// hold it becomes is named by this id too.
         id: TxnId,
+        /// The account debited.
         account: AccountId,
+        /// Major units, > 0, at most the currency's exponent of decimals.
         amount: AmountArg,
     },
+    /// `authorize`: a new hold named `id`; held += amount.
     Authorize {
+        /// The request's id, its key with `account`, and the hold's name
+        /// (what `auth` of a capture, void or increment refers to).
         id: TxnId,
+        /// The account whose funds are held.
         account: AccountId,
+        /// Major units, > 0, at most the currency's exponent of decimals.
         amount: AmountArg,
+        /// Engine time, ms, from now until the hold expires:
         /// 1..=10^13; `None` is the 7-day default.
         expires_in_ms: Option<u64>,
     },
+    /// `increment`: an active, not yet captured hold grows by `amount`.
     Increment {
+        /// The request's id; with `account`, its idempotency key.
         id: TxnId,
+        /// The account of the hold.
         account: AccountId,
+        /// The id of the `authorize` that made the hold.
         auth: TxnId,
+        /// What the hold grows by, major units, > 0.
         amount: AmountArg,
+        /// Engine time, ms, from now: the hold's new expiry.
         /// 1..=10^13; `None` leaves the hold's expiry where it is.
         expires_in_ms: Option<u64>,
     },
+    /// `capture`: balance -= amount, taken from the hold.
     Capture {
+        /// The request's id; with `account`, its idempotency key. A refund
+        /// of this capture names it in `of`.
         id: TxnId,
+        /// The account of the hold.
         account: AccountId,
+        /// The id of the `authorize` (or reviewed debit) that made the hold.
         auth: TxnId,
+        /// Major units, at most what is left of the hold.
         /// `None`: all that is left of the hold.
         amount: Option<AmountArg>,
-        /// `false`: the hold stays active for more captures.
+        /// `true` (the line format's default): the hold ends and the rest
+        /// is released. `false`: the hold stays active for more captures.
         is_final: bool,
     },
+    /// `void`: the hold ends; held -= what was left of it.
     Void {
+        /// The request's id; with `account`, its idempotency key.
         id: TxnId,
+        /// The account of the hold.
         account: AccountId,
+        /// The id of the `authorize` (or reviewed debit) that made the hold.
         auth: TxnId,
     },
+    /// `refund`: balance += amount, returning (part of) an ok debit or
+    /// capture.
     Refund {
+        /// The request's id; with `account`, its idempotency key.
         id: TxnId,
+        /// The account refunded: the one the original took from.
         account: AccountId,
+        /// The id of the original ok `debit` or `capture` on this account.
         of: TxnId,
+        /// Major units, at most what is still refundable of the original.
         /// `None`: all that is still refundable.
         amount: Option<AmountArg>,
     },
+    /// `set_limits`: replaces all of the account's limits and risk rules.
+    /// Not keyed.
     SetLimits {
+        /// The account whose limits are set.
         account: AccountId,
+        /// The new limits; a field left `None` removes that limit. Boxed so
+        /// that the common variants keep `Request` small.
         limits: Box<LimitsArg>,
     },
+    /// `freeze`: the account refuses debits and authorizes until unfrozen.
     Freeze {
+        /// The account frozen.
         account: AccountId,
     },
+    /// `unfreeze`: undoes `freeze`.
     Unfreeze {
+        /// The account unfrozen.
         account: AccountId,
     },
+    /// `balance`: a query; the outcome carries [`Info::Balance`](crate::Info::Balance).
     Balance {
+        /// The account asked about.
         account: AccountId,
     },
+    /// `status`: a query; the outcome carries [`Info::Status`](crate::Info::Status),
+    /// the original op and result of the key (account, id).
     Status {
+        /// The account the key belongs to.
         account: AccountId,
+        /// The id of the request asked about.
         id: TxnId,
     },
     /// Manual clock only: every shard moves its engine time forward by `ms`
     /// (0..=10^13), in the order of the submitting client's requests.
     AdvanceClock {
+        /// Milliseconds of engine time to move forward, 0..=10^13.
         ms: u64,
     },
 }
@@ -92,9 +162,16 @@ pub enum Request {
 /// `set_limits` fields as sent; an omitted field means "no such limit".
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LimitsArg {
+    /// The most one debit or authorize may be, and the most a hold may
+    /// total after an increment; major units, > 0.
     pub per_txn: Option<AmountArg>,
+    /// The most that debits, authorizes, increments and reviews may take
+    /// in one UTC day of engine time; major units, > 0.
     pub daily: Option<AmountArg>,
+    /// A debit of more than this is held for review rather than debited;
+    /// major units, > 0.
     pub review_above: Option<AmountArg>,
+    /// The rule that reviews a small debit after too many of them.
     pub velocity: Option<VelocityArg>,
 }
 
@@ -103,32 +180,55 @@ pub struct LimitsArg {
 /// 1..=10^13; the codec rejects other values as malformed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VelocityArg {
+    /// How many ok small debits within the window are allowed before the
+    /// next small one is reviewed: 1..=1000.
     pub max: u32,
+    /// The window, engine time, ms: debits at times t with
+    /// now - t < window_ms count. 1..=10^13.
     pub window_ms: u64,
+    /// What "small" means: an amount at most this; major units, > 0.
     pub below: AmountArg,
 }
 
 /// The op of a request, as stored with a remembered key and reported by `status`.
+///
+/// The discriminant is the byte the key table and the write-ahead log
+/// store, so the order of the variants is part of the log format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Op {
+    /// [`Request::OpenAccount`].
     OpenAccount,
+    /// [`Request::Deposit`].
     Deposit,
+    /// [`Request::Debit`].
     Debit,
+    /// [`Request::Authorize`].
     Authorize,
+    /// [`Request::Increment`].
     Increment,
+    /// [`Request::Capture`].
     Capture,
+    /// [`Request::Void`].
     Void,
+    /// [`Request::Refund`].
     Refund,
+    /// [`Request::SetLimits`].
     SetLimits,
+    /// [`Request::Freeze`].
     Freeze,
+    /// [`Request::Unfreeze`].
     Unfreeze,
+    /// [`Request::Balance`].
     Balance,
+    /// [`Request::Status`].
     Status,
+    /// [`Request::AdvanceClock`].
     AdvanceClock,
 }
 
 impl Op {
+    /// Every op, in discriminant order (`ALL[op as usize] == op`).
     pub const ALL: [Op; 14] = [
         Op::OpenAccount,
         Op::Deposit,
@@ -166,6 +266,8 @@ impl Op {
         }
     }
 
+    /// The op with this SPEC name, exactly as spelled in the line format;
+    /// `None` for any other string.
     pub fn from_name(name: &str) -> Option<Op> {
         Op::ALL.into_iter().find(|op| op.name() == name)
     }
@@ -176,6 +278,7 @@ impl Op {
 }
 
 impl Request {
+    /// Which op this request is.
     pub fn op(&self) -> Op {
         match self {
             Request::OpenAccount { .. } => Op::OpenAccount,

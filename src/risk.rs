@@ -25,16 +25,25 @@ pub enum RiskDecision {
 /// An account's limits and risk rules in minor units, as `set_limits` left them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Limits {
+    /// The most one debit or authorize may be, and the most a hold may total
+    /// after an increment; minor units.
     pub per_txn: Option<i64>,
+    /// The most that may be taken in one UTC day of engine time; minor units.
     pub daily: Option<i64>,
+    /// Debits of more than this are held for review; minor units.
     pub review_above: Option<i64>,
+    /// The small-debit rate rule, if any.
     pub velocity: Option<Velocity>,
 }
 
 /// Review a small debit once `max` small debits happened within `window_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Velocity {
+    /// Ok small debits allowed within the window before the next is
+    /// reviewed: 1..=1000.
     pub max: u32,
+    /// The window, engine time, ms: a debit at time t counts while
+    /// now - t < window_ms. 1..=10^13.
     pub window_ms: u64,
     /// "Small" means at most this many minor units.
     pub below: i64,
@@ -42,14 +51,19 @@ pub struct Velocity {
 
 /// What a policy sees of one debit and its account.
 pub struct RiskContext<'a> {
+    /// The account debited.
     pub account: AccountId,
+    /// The account's currency (its exponent tells major from minor units).
     pub currency: Currency,
     /// The debit's amount in minor units.
     pub amount: i64,
+    /// Engine time, ms, at which the debit is applied.
     pub now_ms: u64,
     /// Minor units debits, authorizes, increments and reviews took on the
     /// account so far in the current UTC day of engine time.
     pub daily_total: i64,
+    /// The account's limits and risk rules; `None` if `set_limits` never
+    /// set any.
     pub limits: Option<&'a Limits>,
     /// Engine times of the most recent ok debits of at most
     /// `velocity.below` since the last `set_limits`, oldest first; at most
@@ -60,6 +74,9 @@ pub struct RiskContext<'a> {
 /// An embedder's risk policy; one instance per shard, called on that shard's
 /// worker thread (so it needs no locking of its own).
 pub trait RiskPolicy: Send {
+    /// Approve, review or reject one debit that passed its limits. Runs on
+    /// the shard's worker between requests: it should be quick and must not
+    /// block, since every account of the shard waits for it.
     fn assess(&mut self, context: &RiskContext<'_>) -> RiskDecision;
 }
 
@@ -69,6 +86,9 @@ pub trait RiskPolicy: Send {
 pub struct SpecRules;
 
 impl SpecRules {
+    /// SPEC's decision for one debit: review if the amount is above
+    /// `review_above`, or if it is small (at most `velocity.below`) and `max`
+    /// small debits already lie in the window; otherwise approve.
     pub fn decide(context: &RiskContext<'_>) -> RiskDecision {
         let Some(limits) = context.limits else {
             return RiskDecision::Approve;

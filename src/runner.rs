@@ -21,10 +21,18 @@ const READER_CHUNK_LINES_MAX: usize = 4096;
 /// Chunks in flight between the reader and the runner.
 const READER_CHUNKS_MAX: usize = 16;
 
+/// What `debitcore run` was asked for (an in-memory run; `main.rs` adds the
+/// data directory and durability to the engine config).
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// Number of shards (worker threads), at least 1.
     pub shards: usize,
+    /// `--clock manual`: engine time starts at 0 and moves only on
+    /// `advance_clock`. Otherwise the wall clock, under which an
+    /// `advance_clock` line is malformed.
     pub manual_clock: bool,
+    /// `--dedup-window-ms`: how long keys are remembered at least, engine
+    /// time, ms (> 0).
     pub dedup_window_ms: u64,
 }
 

@@ -93,6 +93,13 @@ pub struct Args {
     /// gateway, never grows: this measures that steady state.
     #[arg(long, default_value_t = 0)]
     pub expect_keys: usize,
+
+    /// Drive the engine through `submit_async` from this many tokio tasks
+    /// (spread over the producer threads, a current-thread runtime each),
+    /// each awaiting one request at a time, as an async HTTP gateway's
+    /// handlers do; 0 (the default): pipelined clients. Closed loop only.
+    #[arg(long, default_value_t = 0)]
+    pub async_tasks: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -148,6 +155,8 @@ pub struct Config {
     pub in_flight: usize,
     pub dedup_window_ms: u64,
     pub expect_keys: usize,
+    /// 0: pipelined clients; else tasks awaiting `submit_async`.
+    pub async_tasks: usize,
 }
 
 impl Args {
@@ -160,6 +169,15 @@ impl Args {
         let cores = cores.max(1);
         let shards = self.shards.unwrap_or(cores.min(SHARD_COUNT_MAX));
         let producers = self.producers.unwrap_or(cores.min(PRODUCERS_MAX));
+        if self.async_tasks > 0 && self.rate.is_some() {
+            return Err("--async-tasks runs closed loop; it takes no --rate".to_string());
+        }
+        if self.async_tasks > 0 && self.async_tasks < producers {
+            return Err(format!(
+                "--async-tasks {} is fewer than one task per producer ({producers})",
+                self.async_tasks
+            ));
+        }
         if let Some(rate) = self.rate {
             // Below one request per second per producer the schedule would
             // have gaps longer than a report interval; say so plainly.
@@ -192,6 +210,7 @@ impl Args {
             }),
             dedup_window_ms: self.dedup_window_ms,
             expect_keys: self.expect_keys,
+            async_tasks: self.async_tasks,
         })
     }
 }
@@ -371,5 +390,23 @@ mod tests {
             .unwrap()
             .resolve(2)
             .is_ok());
+    }
+
+    #[test]
+    fn async_tasks_are_closed_loop_and_at_least_one_per_producer() {
+        let config = parse(&["--async-tasks=1000", "--producers=2"])
+            .unwrap()
+            .resolve(2)
+            .unwrap();
+        assert_eq!(config.async_tasks, 1000);
+        assert!(parse(&["--async-tasks=1000", "--rate=5000"])
+            .unwrap()
+            .resolve(2)
+            .is_err());
+        assert!(parse(&["--async-tasks=1", "--producers=2"])
+            .unwrap()
+            .resolve(2)
+            .is_err());
+        assert_eq!(parse(&[]).unwrap().resolve(2).unwrap().async_tasks, 0);
     }
 }

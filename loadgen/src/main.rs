@@ -123,9 +123,16 @@ fn main() {
 /// The measured part: producers send for `duration`, the reporter prints
 /// a line a second, then everything drains.
 fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>) {
-    let slots: Vec<ProducerSlot> = (0..config.producers)
-        .map(|_| ProducerSlot::default())
-        .collect();
+    // The async mode's tasks must own what they use ('static): the run's
+    // configuration and the producers' slots live for the process (one
+    // run, a few MB).
+    let config: &'static Config = Box::leak(Box::new(config.clone()));
+    let slots: &'static [ProducerSlot] = Box::leak(
+        (0..config.producers)
+            .map(|_| ProducerSlot::default())
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
     let clients: Vec<_> = (0..config.producers).map(|_| engine.client()).collect();
     let duration = Duration::from_secs_f64(config.duration_s);
     let end_ns = duration.as_nanos() as u64;
@@ -133,23 +140,36 @@ fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>)
     Reporter::print_columns();
     let cpu_at_start = report::process_cpu_s();
     let start = Instant::now();
-    let run = &producer::Run {
+    let run: &producer::Run<'static> = &producer::Run {
         config,
         start,
         end_ns,
         stopped: AtomicUsize::new(0),
     };
+    // The tasks, spread over the producers.
+    let tasks_of = |index: usize| {
+        config.async_tasks / config.producers
+            + usize::from(index < config.async_tasks % config.producers)
+    };
     std::thread::scope(|scope| {
         let handles: Vec<_> = clients
             .into_iter()
-            .zip(&slots)
+            .zip(slots)
             .enumerate()
             .map(|(index, (client, slot))| {
-                scope.spawn(move || producer::run(index, run, slot, client))
+                let submitter = engine.submitter();
+                scope.spawn(move || {
+                    if config.async_tasks > 0 {
+                        drop(client);
+                        producer::run_async(index, run, slot, submitter, tasks_of(index))
+                    } else {
+                        producer::run(index, run, slot, client)
+                    }
+                })
             })
             .collect();
 
-        let mut reporter = Reporter::new(&slots, engine, start);
+        let mut reporter = Reporter::new(slots, engine, start);
         let mut tick = 1u64;
         loop {
             let tick_at = Duration::from_secs(tick).min(duration);

@@ -20,10 +20,12 @@ use crate::workload::{
     account_id, increment_amount_minor, purchase_amount_minor, IdGen, KeyChooser, Mix, OpKind, Rng,
 };
 use debitcore::hash::WordHasher;
-use debitcore::{AmountArg, Client, Code, Outcome, Request};
+use debitcore::{AmountArg, Client, Code, Outcome, Request, Submitter};
 use hdrhistogram::Histogram;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -107,6 +109,65 @@ pub fn run(index: usize, run: &Run, slot: &ProducerSlot, mut client: Client) -> 
         received: producer.received,
         drain_timed_out: !drained,
         drain_s: drain_start.elapsed().as_secs_f64(),
+    }
+}
+
+/// The async mode (`--async-tasks`): this producer thread runs a
+/// current-thread tokio runtime with `tasks` tasks, each of which sends one
+/// request with `Submitter::submit_async`, awaits its outcome, and sends
+/// the next, as the handlers of an HTTP gateway do. Closed loop; the
+/// tasks share the thread's book, counts and histogram (one thread, so no
+/// lock). The wake-up of each task by a shard worker is part of the
+/// measured latency, as it would be in a gateway.
+pub fn run_async(
+    index: usize,
+    run: &Run<'static>,
+    slot: &'static ProducerSlot,
+    submitter: Submitter,
+    tasks: usize,
+) -> ProducerResult {
+    let producer = Rc::new(RefCell::new(Producer::new(
+        index, run.config, run.start, slot,
+    )));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a current-thread runtime");
+    let local = tokio::task::LocalSet::new();
+    let (start, end_ns) = (run.start, run.end_ns);
+    local.block_on(&runtime, async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let producer = Rc::clone(&producer);
+                let submitter = submitter.clone();
+                tokio::task::spawn_local(async move {
+                    loop {
+                        let now = start.elapsed().as_nanos() as u64;
+                        if now >= end_ns {
+                            break;
+                        }
+                        let (request, pending) = producer.borrow_mut().next_sent(now);
+                        let outcome = submitter.submit_async(request).await;
+                        let now = start.elapsed().as_nanos() as u64;
+                        producer
+                            .borrow_mut()
+                            .complete_pending(pending, outcome, now);
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.expect("a load task panicked");
+        }
+    });
+    let mut producer = producer.borrow_mut();
+    // Every task awaited its last outcome: nothing is left to drain.
+    producer.publish();
+    run.stopped.fetch_add(1, Ordering::Release);
+    ProducerResult {
+        sent: producer.sent,
+        received: producer.received,
+        drain_timed_out: false,
+        drain_s: 0.0,
     }
 }
 
@@ -431,11 +492,18 @@ impl<'a> Producer<'a> {
     }
 
     fn send_one(&mut self, client: &mut Client, intended_ns: u64) {
-        let (request, pending) = self.next_request(intended_ns);
+        let (request, pending) = self.next_sent(intended_ns);
         let tag = self.in_flight.insert(pending);
+        client.send(tag, request);
+    }
+
+    /// The next request, counted as sent.
+    fn next_sent(&mut self, intended_ns: u64) -> (Request, Pending) {
+        self.maybe_publish(intended_ns);
+        let (request, pending) = self.next_request(intended_ns);
         self.counts.sent[pending.kind.index()] += 1;
         self.sent += 1;
-        client.send(tag, request);
+        (request, pending)
     }
 
     /// Picks the next op from the mix and builds it against the book. Ops
@@ -584,6 +652,10 @@ impl<'a> Producer<'a> {
     /// Takes one outcome: latency, counts, and what the book learns from it.
     fn complete(&mut self, tag: u64, outcome: Outcome, now_ns: u64) {
         let pending = self.in_flight.take(tag);
+        self.complete_pending(pending, outcome, now_ns);
+    }
+
+    fn complete_pending(&mut self, pending: Pending, outcome: Outcome, now_ns: u64) {
         self.received += 1;
         let latency = now_ns.saturating_sub(pending.intended_ns).max(1);
         self.latencies.saturating_record(latency);

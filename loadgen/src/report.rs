@@ -574,6 +574,12 @@ pub fn print_header(machine: &Machine, config: &Config) {
         config.in_flight,
         config.seed,
     );
+    if config.async_tasks > 0 {
+        println!(
+            "async     {} tokio tasks awaiting submit_async one request at a time (in-flight above does not apply)",
+            thousands(config.async_tasks as u64)
+        );
+    }
     let rate = config
         .rate
         .map_or("closed loop (as fast as answered)".to_string(), |r| {
@@ -892,6 +898,7 @@ impl Summary {
                 "in_flight": config.in_flight,
                 "dedup_window_ms": config.dedup_window_ms,
                 "expect_keys": config.expect_keys,
+                "async_tasks": config.async_tasks,
             },
             "setup": setup.to_json(),
             "per_second": per_second,

@@ -79,6 +79,13 @@ struct Ledger {
 
 pub use crate::stats::ShardStats;
 
+/// One shard's state machine: its accounts, holds, keys, expiry timers
+/// and limits, and every rule of the behaviour contract.
+///
+/// A deterministic function of (state, request, engine time): it knows
+/// nothing of threads, queues or clocks. The engine gives one to each
+/// worker; it is public for benches, the examples' probes and tests, which
+/// drive it directly.
 pub struct Shard {
     accounts: Vec<Account>,
     index: AccountIndex,
@@ -112,6 +119,12 @@ pub struct Shard {
     forgetting: Forgetting,
     policy: Option<Box<dyn RiskPolicy>>,
     ledger: Ledger,
+    /// Requests that every shard sees (`advance_clock`) applied here so
+    /// far: the engine numbers them 1, 2, 3, ... in one order for all
+    /// shards, so this is also the number of the last one applied, which
+    /// recovery compares across shards to complete a broadcast that a crash
+    /// left on some shards only.
+    broadcasts: u64,
 }
 
 impl Shard {
@@ -146,13 +159,30 @@ impl Shard {
             forgetting: Forgetting::default(),
             policy,
             ledger: Ledger::default(),
+            broadcasts: 0,
         }
     }
 
+    /// Engine time, ms, as of the last `advance_to` (or creation).
     pub fn now_ms(&self) -> u64 {
         self.now_ms
     }
 
+    /// How many requests that every shard sees this shard has applied
+    /// (see the field).
+    pub fn broadcasts(&self) -> u64 {
+        self.broadcasts
+    }
+
+    /// Takes broadcasts up to `n` as applied, for a data directory whose
+    /// logs predate their numbering (nothing to complete them from).
+    pub(crate) fn assume_broadcasts(&mut self, n: u64) {
+        debug_assert!(n >= self.broadcasts);
+        self.broadcasts = n;
+    }
+
+    /// Counts and memory of the shard's tables (the engine fills in the
+    /// rest: its work, its queue, its log).
     pub fn stats(&self) -> ShardStats {
         let index_bytes = self.index.bytes();
         ShardStats {
@@ -410,6 +440,7 @@ impl Shard {
                 None => Outcome::new(Code::UnknownAccount),
             },
             Request::AdvanceClock { ms } => {
+                self.broadcasts += 1;
                 self.advance_to(self.now_ms.saturating_add(ms));
                 Outcome::new(Code::Ok)
             }

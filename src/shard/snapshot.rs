@@ -6,8 +6,10 @@ use super::*;
 /// 1: the first format, whose bodies had no version word (`wal::snapshot`
 /// hands a `DCSNAP01` file's body back behind a 1): 40-byte keys with an
 /// amount and a fingerprint each. 2: 24-byte keys (`KeyRecord::to_words`),
-/// and ok captures' amounts in a table of their own. Both are read.
-pub(crate) const SNAPSHOT_VERSION: u64 = 2;
+/// and ok captures' amounts in a table of their own. 3: and, last, the
+/// number of requests every shard sees (`Shard::broadcasts`) applied.
+/// All three are read.
+pub(crate) const SNAPSHOT_VERSION: u64 = 3;
 
 /// Snapshot encoding: every table, little-endian, in slot order. The
 /// snapshot file (`wal::snapshot`) frames and checksums it.
@@ -93,6 +95,7 @@ impl Shard {
             w.u64(u64::from(slot));
             w.u64(id);
         }
+        w.u64(self.broadcasts);
     }
 
     /// Rebuilds a shard from [`Shard::encode_snapshot`]'s bytes; `None` if
@@ -104,7 +107,7 @@ impl Shard {
     ) -> Option<Shard> {
         let mut r = SnapReader(bytes);
         let version = r.u64()?;
-        if version != 1 && version != SNAPSHOT_VERSION {
+        if !(1..=SNAPSHOT_VERSION).contains(&version) {
             return None;
         }
         let mut shard = Shard::new(0, dedup_window_ms, policy);
@@ -234,6 +237,11 @@ impl Shard {
         for _ in 0..timers {
             let (at, slot, id) = (r.u64()?, u32::try_from(r.u64()?).ok()?, r.u64()?);
             shard.timers.push(Reverse((at, slot, id)));
+        }
+        // Before version 3 nothing counted them (and no data directory
+        // had a broadcast log to complete them from).
+        if version >= 3 {
+            shard.broadcasts = r.u64()?;
         }
         if !r.0.is_empty() {
             return None;

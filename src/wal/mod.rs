@@ -10,7 +10,13 @@
 //! - `snapshot`: atomic snapshot files of a shard's tables.
 //!
 //! The byte layout is in `docs/wal-format.md`.
+//!
+//! An embedder needs only [`Durability`], [`WalOptions`] and [`OpenError`]
+//! (re-exported at the crate root). The submodules are public for the
+//! tests, benches and `examples/icount.rs`, which read, write and damage
+//! log files directly.
 
+pub mod broadcasts;
 pub mod record;
 pub mod recovery;
 pub mod segment;
@@ -34,7 +40,10 @@ pub enum Durability {
     Sync,
     /// As `Sync`, but the flusher waits up to `max_delay_us` for more
     /// rounds to join a group: fewer flushes, longer waits.
-    Batched { max_delay_us: u64 },
+    Batched {
+        /// Longest wait for more rounds before a flush, microseconds.
+        max_delay_us: u64,
+    },
     /// No log: nothing survives the process.
     None,
 }
@@ -107,10 +116,15 @@ pub enum OpenError {
     Locked(PathBuf),
     /// A damaged record or snapshot that is not a torn tail.
     Damaged {
+        /// The file the damage is in.
         file: PathBuf,
+        /// Byte offset of the damage in `file`.
         offset: u64,
+        /// What is wrong there.
         reason: String,
     },
+    /// An I/O error on this path (permissions, a missing file, a full disk at
+    /// open).
     Io(PathBuf, io::Error),
 }
 
@@ -136,7 +150,9 @@ impl std::error::Error for OpenError {}
 
 /// An open, locked data directory.
 pub struct DataDir {
+    /// The data directory.
     pub path: PathBuf,
+    /// Its shard count, as its `meta` file records it.
     pub shards: usize,
     /// Held for the engine's life: the lock is the open file.
     _lock: File,
@@ -217,7 +233,8 @@ pub(crate) fn parse_meta(text: &str) -> Option<usize> {
         .filter(|&n| (1..=crate::limits::SHARD_COUNT_MAX).contains(&n))
 }
 
-/// Where one shard's segments and snapshots live.
+/// Where one shard's segments and snapshots live. Public for tests and
+/// benches that look at (or damage) a shard's files.
 pub fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
     data_dir.join(format!("shard-{shard:03}"))
 }

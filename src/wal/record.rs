@@ -19,11 +19,14 @@ use crate::money::{AmountArg, Currency};
 use crate::outcome::Code;
 use crate::request::{LimitsArg, Op, Request, VelocityArg};
 
+/// Bytes of a record's header (see `docs/wal-format.md`).
 pub const HEADER_BYTES: usize = 17;
 /// Largest encoded record (a `set_limits` with every field), padded.
 pub const RECORD_BYTES_MAX: usize = 128;
+/// Every record starts at a multiple of this many bytes.
 pub const ALIGN: usize = 8;
 
+/// The kind of a record, its byte in the header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Kind {
@@ -51,11 +54,26 @@ impl Kind {
 /// A record read back from the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
-    Request { request: Request, code: Code },
-    Tick { now_ms: u64 },
-    Group { durable_lsn: u64 },
+    /// A [`Kind::Request`] record.
+    Request {
+        /// The request as it was applied.
+        request: Request,
+        /// The result it got; replay must give it again.
+        code: Code,
+    },
+    /// A [`Kind::Tick`] record.
+    Tick {
+        /// The new engine time, ms.
+        now_ms: u64,
+    },
+    /// A [`Kind::Group`] record.
+    Group {
+        /// The highest LSN on stable storage when the group began.
+        durable_lsn: u64,
+    },
 }
 
+/// `len` rounded up to a multiple of [`ALIGN`]: the room a record takes.
 pub fn padded(len: usize) -> usize {
     len.next_multiple_of(ALIGN)
 }
@@ -202,8 +220,11 @@ fn crc32c_sse42(bytes: &[u8]) -> u32 {
 pub enum Frame {
     /// A whole, checksummed record, and its padded size.
     Valid {
+        /// The record's log sequence number.
         lsn: u64,
+        /// What it says.
         record: Record,
+        /// Bytes it takes, padding included: the next record starts there.
         size: usize,
     },
     /// Zeros: nothing was ever written here.

@@ -23,20 +23,30 @@ use std::time::{Duration, Instant};
 
 /// A shard as recovered, and where its log goes on.
 pub struct Recovered {
+    /// The shard's state, with every logged request replayed.
     pub shard: Shard,
+    /// The LSN the next record gets.
     pub next_lsn: u64,
     /// The segment to go on writing in, and the offset of its first free byte.
     pub tail: Option<(Segment, usize)>,
     /// Every segment file kept, oldest first (first LSN, path).
     pub segments: Vec<(u64, PathBuf)>,
+    /// The last LSN the loaded snapshot holds; 0 if none was loaded.
     pub snapshot_lsn: u64,
+    /// Log records replayed after the snapshot.
     pub records_replayed: u64,
+    /// Bytes of log those records took.
     pub bytes_replayed: u64,
+    /// How long recovery took.
     pub elapsed: Duration,
     /// What recovery did that an operator should know (a cut torn tail).
     pub notes: Vec<String>,
 }
 
+/// Rebuilds shard `shard_index` of `data_dir`: the newest snapshot that
+/// verifies, then every record after it, checking that each request gets
+/// the result it was logged with. A torn tail is cut (and noted); damage
+/// before it is an [`OpenError::Damaged`] naming file and offset.
 pub fn recover(
     data_dir: &Path,
     shard_index: usize,

@@ -20,6 +20,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Bytes of a segment file's header; the first record follows it.
 pub const SEGMENT_HEADER_BYTES: usize = 64;
 pub(crate) const MAGIC: &[u8; 8] = b"DCWALSG1";
 
@@ -40,12 +41,16 @@ pub fn parse_segment_name(name: &str) -> Option<u64> {
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()
 }
 
+/// One segment file of a shard's log, mapped for writing (or reading).
 pub struct Segment {
+    /// Where the file is.
     pub path: PathBuf,
+    /// The LSN of its first record, as its name and header say.
     pub first_lsn: u64,
     /// Shared with the flusher thread, which makes it durable
     /// (`fdatasync` writes back the pages dirtied through the mapping).
     pub file: Arc<File>,
+    /// The whole file, mapped; records are written straight into it.
     pub map: MmapMut,
 }
 

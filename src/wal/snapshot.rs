@@ -20,10 +20,12 @@ const MAGIC: &[u8; 8] = b"DCSNAP02";
 const MAGIC_V1: &[u8; 8] = b"DCSNAP01";
 const HEADER_BYTES: usize = 8 + 8 + 8 + 8;
 
+/// The file name of the snapshot that holds everything up to `lsn`.
 pub fn snapshot_name(lsn: u64) -> String {
     format!("snapshot-{lsn:020}.snap")
 }
 
+/// The LSN a snapshot file name promises, if it is one.
 pub fn parse_snapshot_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("snapshot-")?.strip_suffix(".snap")?;
     (digits.len() == 20).then(|| digits.parse().ok()).flatten()

@@ -46,10 +46,14 @@ pub struct ShardLog {
     /// The next segment's file, being made ready off the worker thread.
     spare: Option<JoinHandle<io::Result<File>>>,
     bytes_since_snapshot: u64,
+    /// Bytes of log appended since this log was opened (for stats).
     pub bytes_written: u64,
 }
 
 impl ShardLog {
+    /// A log that goes on from `tail` (the segment recovery ended in, and
+    /// its first free byte) with LSN `next_lsn`; `None`: the next append
+    /// starts a fresh segment. Starts making the spare segment.
     pub fn new(
         dir: PathBuf,
         shard: usize,
@@ -91,6 +95,7 @@ impl ShardLog {
         }
     }
 
+    /// The LSN the next appended record gets.
     pub fn next_lsn(&self) -> u64 {
         self.next_lsn
     }
@@ -255,6 +260,14 @@ impl ShardLog {
         }
     }
 
+    /// Syncs everything appended so far, on the calling thread (for the
+    /// records recovery itself appends, before the flusher runs them).
+    pub fn sync_now(&mut self) -> io::Result<()> {
+        self.files_to_sync().iter().try_for_each(ToSync::sync)
+    }
+
+    /// Whether enough log was written since the last snapshot that the
+    /// worker should write one now.
     pub fn snapshot_due(&self) -> bool {
         self.bytes_since_snapshot >= self.options.snapshot_every_bytes
     }
@@ -332,6 +345,7 @@ pub struct FilesToSync {
 }
 
 impl FilesToSync {
+    /// The files to flush, finished segments first.
     pub fn iter(&self) -> impl Iterator<Item = &ToSync> {
         self.finished.iter().chain(&self.current)
     }
@@ -421,6 +435,8 @@ impl<T: Send + 'static> Flusher<T> {
         }
     }
 
+    /// Hands the flusher one round: sync `files` (up to `upto_lsn`), then
+    /// release `payload`, after every round committed before it.
     pub fn commit(&self, files: FilesToSync, upto_lsn: u64, payload: T) {
         self.state.pending.fetch_add(1, Ordering::SeqCst);
         let commit = Commit {
@@ -435,10 +451,13 @@ impl<T: Send + 'static> Flusher<T> {
             .expect("the flusher outlives its worker");
     }
 
+    /// The highest LSN known to be on stable storage.
     pub fn durable_lsn(&self) -> u64 {
         self.state.durable_lsn.load(Ordering::SeqCst)
     }
 
+    /// Whether a flush failed: every group since is refused until the
+    /// worker rebuilds the shard from disk and calls `reset`.
     pub fn failed(&self) -> bool {
         self.state.failed.load(Ordering::SeqCst)
     }
