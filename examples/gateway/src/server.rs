@@ -1,8 +1,8 @@
 //! The HTTP side: routes, the one handler every operation goes through,
 //! responses, and serving with a graceful shutdown.
 //!
-//! A request's path: axum matches the route (one [`OpRoute`] per route,
-//! fixed at start) → [`handle`] parses the path integers, takes the key
+//! A request's path: axum matches the route (one `OpRoute` per route,
+//! fixed at start) → `handle` parses the path integers, takes the key
 //! from `Idempotency-Key`, reads the body (at most [`BODY_BYTES_MAX`]) and
 //! writes the request line ([`crate::line`]) → `Engine::submit_async` (the
 //! task awaits the outcome; no thread blocks) → the outcome's status from

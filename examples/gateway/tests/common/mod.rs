@@ -20,6 +20,9 @@ pub struct Gateway {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     stderr: Arc<Mutex<String>>,
+    /// Copies stderr into `stderr`; joined once the process has exited,
+    /// so that the log is then complete.
+    stderr_reader: Option<thread::JoinHandle<()>>,
     http: reqwest::blocking::Client,
 }
 
@@ -67,7 +70,7 @@ impl Gateway {
             }
         });
         let stderr = Arc::new(Mutex::new(String::new()));
-        {
+        let stderr_reader = {
             let stderr = Arc::clone(&stderr);
             let mut pipe = child.stderr.take().expect("stderr");
             thread::spawn(move || {
@@ -79,8 +82,8 @@ impl Gateway {
                     let text = String::from_utf8_lossy(&chunk[..n]);
                     stderr.lock().unwrap().push_str(&text);
                 }
-            });
-        }
+            })
+        };
         let line = match first.recv_timeout(DEADLINE) {
             Ok(line) => line,
             Err(_) => {
@@ -107,11 +110,13 @@ impl Gateway {
             child,
             base,
             stderr,
+            stderr_reader: Some(stderr_reader),
             http,
         }
     }
 
-    /// Everything the gateway wrote on stderr so far (its log).
+    /// Everything the gateway wrote on stderr so far (its log; all of it
+    /// once [`Gateway::wait`] has returned).
     pub fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -214,6 +219,9 @@ impl Gateway {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for the gateway") {
+                if let Some(reader) = self.stderr_reader.take() {
+                    reader.join().expect("the stderr reader");
+                }
                 return status;
             }
             if started.elapsed() > DEADLINE {
