@@ -73,6 +73,7 @@ fn bench_end_to_end(c: &mut Criterion) {
                         id,
                         account: debitcore::hash::fold(id) % ACCOUNTS,
                         amount: AmountArg::from_minor(100, 2),
+                        merchant: None,
                     }),
                 )
             })

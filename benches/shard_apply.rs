@@ -57,6 +57,7 @@ fn debits(rng: &mut Rng) -> Vec<Request> {
             id: rng.next(),
             account: account_id(rng.next() % accounts()),
             amount: AmountArg::from_minor(1 + rng.next() % 10_000, 2),
+            merchant: None,
         })
         .collect()
 }
@@ -108,6 +109,7 @@ fn bench_apply(c: &mut Criterion) {
                                 account,
                                 amount: AmountArg::from_minor(5_000, 2),
                                 expires_in_ms: None,
+                                merchant: None,
                             },
                             Request::Capture {
                                 id: id ^ 1,

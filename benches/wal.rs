@@ -55,6 +55,7 @@ fn debits(from: u64, count: u64) -> impl Iterator<Item = Request> {
         id,
         account: debitcore::hash::fold(id) % ACCOUNTS,
         amount: AmountArg::from_minor(100, 2),
+        merchant: None,
     })
 }
 

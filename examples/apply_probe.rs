@@ -38,6 +38,7 @@ fn main() {
             id: debitcore::hash::fold(i),
             account: debitcore::hash::fold(i ^ 77) % accounts,
             amount: AmountArg::from_minor(100, 2),
+            merchant: None,
         })
         .collect();
     let batch = args.get(2).copied().unwrap_or(0) as usize;

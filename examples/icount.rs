@@ -118,6 +118,7 @@ fn debits(rng: &mut Rng, accounts: &[u64]) -> Vec<Request> {
             id: rng.next(),
             account: accounts[(rng.next() % ACCOUNTS) as usize],
             amount: rng.amount(),
+            merchant: None,
         })
         .collect()
 }
@@ -134,6 +135,7 @@ fn authorize_captures(rng: &mut Rng, accounts: &[u64]) -> Vec<Request> {
             account,
             amount,
             expires_in_ms: Some(3_600_000),
+            merchant: None,
         });
         requests.push(Request::Capture {
             id: rng.next(),

@@ -19,9 +19,10 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::limits::{ADVANCE_CLOCK_MS_MAX, EXPIRES_IN_MS_MAX, VELOCITY_MAX_MAX};
-use crate::money::{AmountArg, Currency};
+use crate::money::{format_minor_wide, AmountArg, Currency};
 use crate::outcome::{Info, Outcome};
 use crate::request::{LimitsArg, Request, VelocityArg};
+use crate::shard::FEE_BPS_MAX;
 
 /// Parses one input line (without its trailing '\n'; a trailing '\r' may be
 /// present and is JSON whitespace).
@@ -54,7 +55,7 @@ pub fn write_outcome(out: &mut String, line: u64, outcome: &Outcome) {
     if outcome.replayed {
         out.push_str(", \"replayed\": true");
     }
-    match outcome.info {
+    match &outcome.info {
         Info::None => {}
         Info::Balance { .. } => {
             if let Some([balance, held, available]) = outcome.balance_strings() {
@@ -73,6 +74,26 @@ pub fn write_outcome(out: &mut String, line: u64, outcome: &Outcome) {
             out.push_str("\", \"status\": \"");
             out.push_str(status.name());
             out.push('"');
+        }
+        Info::Merchant(m) => {
+            let e = m.currency.exponent();
+            out.push_str(", \"currency\": \"");
+            out.push_str(m.currency.code());
+            out.push_str("\", \"fee_bps\": ");
+            push_u64(out, u64::from(m.fee_bps));
+            out.push_str(", \"batches\": ");
+            push_u64(out, m.batches);
+            for (name, value) in [
+                ("pending", m.pending),
+                ("settled_net", m.settled_net),
+                ("fees", m.fees),
+            ] {
+                out.push_str(", \"");
+                out.push_str(name);
+                out.push_str("\": \"");
+                out.push_str(&format_minor_wide(value, e));
+                out.push('"');
+            }
         }
     }
     out.push('}');
@@ -160,7 +181,7 @@ impl fmt::Display for Quoted<'_> {
 // The fields of a request line, as read
 
 /// Every field any op names, in one table indexed by the `F_*` constants.
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 17] = [
     "op",
     "account",
     "id",
@@ -176,6 +197,8 @@ const FIELDS: [&str; 15] = [
     "review_above",
     "velocity",
     "ms",
+    "merchant",
+    "fee_bps",
 ];
 const F_OP: usize = 0;
 const F_ACCOUNT: usize = 1;
@@ -192,6 +215,8 @@ const F_DAILY: usize = 11;
 const F_REVIEW_ABOVE: usize = 12;
 const F_VELOCITY: usize = 13;
 const F_MS: usize = 14;
+const F_MERCHANT: usize = 15;
+const F_FEE_BPS: usize = 16;
 
 /// The fields of `velocity`.
 const VELOCITY_FIELDS: [&str; 3] = ["max", "window_ms", "below"];
@@ -271,6 +296,8 @@ const REQUEST_NAMES: Names = Names {
             "review_above" => F_REVIEW_ABOVE,
             "velocity" => F_VELOCITY,
             "ms" => F_MS,
+            "merchant" => F_MERCHANT,
+            "fee_bps" => F_FEE_BPS,
             _ => return None,
         })
     },
@@ -661,6 +688,11 @@ impl Fields<'_> {
         )
     }
 
+    /// The merchant a debit or authorize names, if any (`null` omits it).
+    fn opt_merchant(&self) -> Result<Option<u64>, String> {
+        opt_integer(self.get(F_MERCHANT), FIELDS[F_MERCHANT], 0, u64::MAX)
+    }
+
     fn to_request(&self, manual_clock: bool) -> Result<Request, String> {
         let op = match self.get(F_OP) {
             None => return Err(missing("op")),
@@ -682,12 +714,14 @@ impl Fields<'_> {
                 id: self.id(F_ID)?,
                 account: self.id(F_ACCOUNT)?,
                 amount: self.amount(F_AMOUNT)?,
+                merchant: self.opt_merchant()?,
             },
             "authorize" => Request::Authorize {
                 id: self.id(F_ID)?,
                 account: self.id(F_ACCOUNT)?,
                 amount: self.amount(F_AMOUNT)?,
                 expires_in_ms: self.expires_in_ms()?,
+                merchant: self.opt_merchant()?,
             },
             "increment" => Request::Increment {
                 id: self.id(F_ID)?,
@@ -743,6 +777,20 @@ impl Fields<'_> {
                 }
                 Request::AdvanceClock { ms }
             }
+            "open_merchant" => Request::OpenMerchant {
+                merchant: self.id(F_MERCHANT)?,
+                currency: Currency::parse(string(self.get(F_CURRENCY), "currency")?),
+                fee_bps: opt_integer(
+                    self.get(F_FEE_BPS),
+                    FIELDS[F_FEE_BPS],
+                    0,
+                    u64::from(FEE_BPS_MAX),
+                )?
+                .map(|bps| u16::try_from(bps).expect("at most FEE_BPS_MAX")),
+            },
+            "merchant" => Request::Merchant {
+                merchant: self.id(F_MERCHANT)?,
+            },
             other => return Err(format!("unknown op {}", Quoted(other))),
         };
         Ok(request)
@@ -799,6 +847,7 @@ mod tests {
             id,
             account,
             amount: amt(amount),
+            merchant: None,
         })
     }
 
@@ -850,6 +899,7 @@ mod tests {
                     account: 7,
                     amount: amt("50"),
                     expires_in_ms: Some(60000),
+                    merchant: None,
                 }),
             ),
             (
@@ -859,6 +909,7 @@ mod tests {
                     account: 7,
                     amount: amt("50"),
                     expires_in_ms: None,
+                    merchant: None,
                 }),
             ),
             (
@@ -1190,6 +1241,7 @@ mod tests {
                     account: 2,
                     amount: amt("3"),
                     expires_in_ms: None,
+                    merchant: None,
                 }),
             ),
             (
@@ -1557,6 +1609,7 @@ mod tests {
                     account: 2,
                     amount: amt("3"),
                     expires_in_ms: Some(value),
+                    merchant: None,
                 }),
             ));
             cases.push((

@@ -30,7 +30,7 @@ use crate::limits::{
     CLIENT_BATCH_SIZE_DEFAULT, CLIENT_IN_FLIGHT_MAX_DEFAULT, SHARD_COUNT_MAX, SPIN_LIMIT,
     WORKER_MESSAGES_PER_ROUND_MAX, WORKER_PARK_TIMEOUT_US,
 };
-use crate::outcome::{Code, Outcome};
+use crate::outcome::{Code, Info, Outcome};
 use crate::request::{AccountId, Request};
 use crate::risk::RiskPolicy;
 use crate::shard::{Shard, ShardStats};
@@ -541,7 +541,7 @@ impl Inner {
         let broadcast = request.account().is_none();
         let shards: Vec<usize> = match request.account() {
             Some(account) => vec![self.shard_of(account)],
-            None if self.clock == ClockMode::Wall => {
+            None if self.refuses_on_this_clock(&request) => {
                 return OutcomeFuture::ready(Outcome::new(Code::ClockNotManual));
             }
             None => (0..self.ports.len()).collect(),
@@ -584,10 +584,21 @@ impl Inner {
             // shards that never answered it.
             return Some(Code::ShuttingDown);
         }
+        if !request.is_numbered_broadcast() {
+            // A query: in the same order as the numbered ones (under the
+            // lock), but nothing to make durable.
+            return None;
+        }
         broadcaster
             .number(request)
             .is_none()
             .then_some(Code::StorageUnavailable)
+    }
+
+    /// `advance_clock` under the wall clock: refused (the library's
+    /// `clock_not_manual`).
+    fn refuses_on_this_clock(&self, request: &Request) -> bool {
+        self.clock == ClockMode::Wall && matches!(request, Request::AdvanceClock { .. })
     }
 
     fn push(&self, shard: usize, batch: Batch) {
@@ -672,8 +683,10 @@ fn deliver_commit(replies: Vec<(Reply, Vec<Done>)>, durable: bool) {
 /// change nothing.
 fn changes_state(request: &Request, outcome: &Outcome) -> bool {
     match request {
-        Request::Balance { .. } | Request::Status { .. } => false,
-        Request::AdvanceClock { .. } => true,
+        Request::Balance { .. } | Request::Status { .. } | Request::Merchant { .. } => false,
+        // Every shard counts these (`Shard::broadcasts`), refused or not:
+        // replay must count them too.
+        Request::AdvanceClock { .. } | Request::OpenMerchant { .. } => true,
         Request::OpenAccount { .. }
         | Request::Freeze { .. }
         | Request::Unfreeze { .. }
@@ -1041,6 +1054,31 @@ impl Reply {
     }
 }
 
+/// The answer of a request that every shard answered: the shards' parts
+/// summed where an answer is a sum over shards (a merchant's pending
+/// figure), and otherwise any shard's answer, a refusal before an `ok`
+/// (every shard gives the same one, but for a refusal of the engine's own:
+/// `storage_unavailable`, `shutting_down`).
+fn combine(so_far: Option<Outcome>, next: Outcome) -> Outcome {
+    let Some(mut so_far) = so_far else {
+        return next;
+    };
+    if next.code != Code::Ok {
+        return next;
+    }
+    if so_far.code != Code::Ok {
+        return so_far;
+    }
+    if let (Info::Merchant(sum), Info::Merchant(part)) = (&mut so_far.info, &next.info) {
+        debug_assert_eq!(
+            sum.batches, part.batches,
+            "settled figures are alike on every shard"
+        );
+        sum.pending += part.pending;
+    }
+    so_far
+}
+
 fn deliver_all(batch: Batch, outcome: impl Fn(&Request) -> Outcome) {
     let done = batch
         .items
@@ -1073,7 +1111,9 @@ pub struct Client {
     sync_results: Vec<Option<Outcome>>,
     sync_missing: usize,
     /// `advance_clock` sends in progress: tag, shards still to answer.
-    broadcasts: Vec<(u64, Kind, usize)>,
+    /// Requests sent to every shard and not yet answered by all: (tag,
+    /// kind, shards still to answer, the answers combined so far).
+    broadcasts: Vec<(u64, Kind, usize, Option<Outcome>)>,
     batch_size: usize,
     in_flight_max: usize,
 }
@@ -1108,7 +1148,9 @@ impl Client {
 
     /// Sends one request and waits for its outcome.
     pub fn submit(&mut self, request: Request) -> Outcome {
-        self.submit_batch(std::slice::from_ref(&request))[0]
+        self.submit_batch(std::slice::from_ref(&request))
+            .pop()
+            .expect("one outcome per request")
     }
 
     /// Sends requests in order and waits for all their outcomes, returned
@@ -1214,7 +1256,7 @@ impl Client {
                     self.flush_shard(shard);
                 }
             }
-            None if self.inner.clock == ClockMode::Wall => {
+            None if self.inner.refuses_on_this_clock(&request) => {
                 self.finish(tag, kind, Outcome::new(Code::ClockNotManual));
             }
             None => {
@@ -1231,7 +1273,7 @@ impl Client {
                     self.finish(tag, kind, Outcome::new(code));
                     return;
                 }
-                self.broadcasts.push((tag, kind, shards));
+                self.broadcasts.push((tag, kind, shards, None));
                 for shard in 0..shards {
                     self.outstanding += 1;
                     let item = Item {
@@ -1277,13 +1319,17 @@ impl Client {
                     let i = self
                         .broadcasts
                         .iter()
-                        .position(|&(tag, kind, _)| tag == done.tag && kind == done.kind)
+                        .position(|&(tag, kind, ..)| tag == done.tag && kind == done.kind)
                         .expect("a broadcast in progress");
-                    self.broadcasts[i].2 -= 1;
-                    if self.broadcasts[i].2 > 0 {
+                    let (_, _, remaining, so_far) = &mut self.broadcasts[i];
+                    *so_far = Some(combine(so_far.take(), done.outcome));
+                    *remaining -= 1;
+                    if *remaining > 0 {
                         continue;
                     }
-                    self.broadcasts.remove(i);
+                    let (tag, kind, _, outcome) = self.broadcasts.remove(i);
+                    self.finish(tag, kind, outcome.expect("every shard answered"));
+                    continue;
                 }
                 self.finish(done.tag, done.kind, done.outcome);
             }
@@ -1387,9 +1433,7 @@ impl Drop for FutureReply {
 impl FutureSlot {
     fn complete(&self, outcome: Outcome) {
         let mut state = self.state.lock();
-        if state.0.is_none() || outcome.code != Code::Ok {
-            state.0 = Some(outcome);
-        }
+        state.0 = Some(combine(state.0.take(), outcome));
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             if let Some(waker) = state.1.take() {
                 waker.wake();
@@ -1428,7 +1472,7 @@ impl Future for OutcomeFuture {
             panic!("debitcore: a shard worker panicked (see above); the engine cannot answer");
         }
         if slot.remaining.load(Ordering::Acquire) == 0 {
-            let outcome = state.0.expect("completed slots hold an outcome");
+            let outcome = state.0.take().expect("completed slots hold an outcome");
             drop(state);
             self.slot = None;
             return Poll::Ready(outcome);
@@ -1559,6 +1603,7 @@ mod tests {
             id: 2,
             account: 1,
             amount: AmountArg::parse("1"),
+            merchant: None,
         };
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| client.submit(debit)));
@@ -1600,6 +1645,7 @@ mod tests {
             id,
             account: 1,
             amount: AmountArg::parse(amount),
+            merchant: None,
         };
         assert_eq!(block_on(engine.submit_async(debit(2, "1"))).code, Code::Ok);
         let explodes = engine.submit_async(debit(3, "100"));

@@ -1081,22 +1081,38 @@ pub fn write_request_json(out: &mut String, request: &Request) {
             id,
             account,
             amount: a,
+            merchant: None,
         } => {
             num(out, "id", id);
             num(out, "account", account);
             amount(out, "amount", Some(a));
+        }
+        Request::Debit {
+            id,
+            account,
+            amount: a,
+            merchant: Some(merchant),
+        } => {
+            num(out, "id", id);
+            num(out, "account", account);
+            amount(out, "amount", Some(a));
+            num(out, "merchant", merchant);
         }
         Request::Authorize {
             id,
             account,
             amount: a,
             expires_in_ms,
+            merchant,
         } => {
             num(out, "id", id);
             num(out, "account", account);
             amount(out, "amount", Some(a));
             if let Some(ms) = expires_in_ms {
                 num(out, "expires_in_ms", ms);
+            }
+            if let Some(merchant) = merchant {
+                num(out, "merchant", merchant);
             }
         }
         Request::Increment {
@@ -1169,6 +1185,17 @@ pub fn write_request_json(out: &mut String, request: &Request) {
             num(out, "id", id);
         }
         Request::AdvanceClock { ms } => num(out, "ms", ms),
+        Request::OpenMerchant {
+            merchant,
+            currency,
+            fee_bps,
+        } => {
+            num(out, "merchant", merchant);
+            let code = currency.map_or("unsupported", |c| c.code());
+            let _ = write!(out, ",\"currency\":\"{code}\"");
+            num(out, "fee_bps", u64::from(fee_bps.unwrap_or(0)));
+        }
+        Request::Merchant { merchant } => num(out, "merchant", merchant),
     }
     out.push('}');
 }
@@ -1268,18 +1295,21 @@ mod tests {
                 id: 3,
                 account: 4,
                 amount: a,
+                merchant: None,
             },
             Request::Authorize {
                 id: 5,
                 account: 6,
                 amount: a,
                 expires_in_ms: Some(60_000),
+                merchant: None,
             },
             Request::Authorize {
                 id: 5,
                 account: 6,
                 amount: a,
                 expires_in_ms: None,
+                merchant: None,
             },
             Request::Increment {
                 id: 7,

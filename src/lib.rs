@@ -41,12 +41,12 @@
 //! let deposit = Request::Deposit { id: 1, account: 42, amount: AmountArg::parse("100.00") };
 //! assert_eq!(client.submit(deposit).code, Code::Ok);
 //!
-//! let debit = Request::Debit { id: 2, account: 42, amount: AmountArg::parse("25.50") };
+//! let debit = Request::Debit { id: 2, account: 42, amount: AmountArg::parse("25.50"), merchant: None };
 //! assert_eq!(client.submit(debit.clone()).code, Code::Ok);
 //! // A retry with the same key is answered again, and debits nothing more.
 //! assert!(client.submit(debit).replayed);
 //!
-//! let too_much = Request::Debit { id: 3, account: 42, amount: AmountArg::parse("500") };
+//! let too_much = Request::Debit { id: 3, account: 42, amount: AmountArg::parse("500"), merchant: None };
 //! assert_eq!(client.submit(too_much).code, Code::InsufficientFunds);
 //!
 //! let balance = client.submit(Request::Balance { account: 42 });
@@ -74,7 +74,7 @@
 //!
 //! // 30 debits of 0.50 over 10 accounts: each can afford two of its three.
 //! for tag in 0..30u64 {
-//!     let debit = Request::Debit { id: 100 + tag, account: 1 + tag % 10, amount: AmountArg::parse("0.50") };
+//!     let debit = Request::Debit { id: 100 + tag, account: 1 + tag % 10, amount: AmountArg::parse("0.50"), merchant: None };
 //!     client.send(tag, debit);
 //! }
 //! let mut codes = vec![None; 30];
@@ -127,7 +127,7 @@
 //! assert_eq!(block_on(engine.submit_async(deposit)).code, Code::Ok);
 //!
 //! // A hold, then a capture of part of it; the rest is released.
-//! let hold = Request::Authorize { id: 2, account: 7, amount: AmountArg::parse("3000"), expires_in_ms: None };
+//! let hold = Request::Authorize { id: 2, account: 7, amount: AmountArg::parse("3000"), expires_in_ms: None, merchant: None };
 //! assert_eq!(block_on(engine.submit_async(hold)).code, Code::Ok);
 //! let capture = Request::Capture {
 //!     id: 3, account: 7, auth: 2, amount: Some(AmountArg::parse("1200")), is_final: true,
@@ -200,8 +200,8 @@ pub use engine::{
     Client, ClockMode, Engine, EngineConfig, OutcomeFuture, RecoveryReport, Submitter,
 };
 pub use money::{AmountArg, Currency};
-pub use outcome::{Code, Info, Outcome};
-pub use request::{AccountId, LimitsArg, Op, Request, TxnId, VelocityArg};
+pub use outcome::{Code, Info, MerchantFigures, Outcome};
+pub use request::{AccountId, LimitsArg, MerchantId, Op, Request, TxnId, VelocityArg};
 pub use risk::{RiskContext, RiskDecision, RiskPolicy, SpecRules};
 pub use stats::{Durations, ShardStats};
 pub use wal::{Durability, OpenError, WalOptions};

@@ -265,6 +265,30 @@ pub fn format_minor(minor: i64, exponent: u32) -> String {
     out
 }
 
+/// As [`format_minor`], for figures that sum many accounts (a merchant's)
+/// and may pass 2^63-1 minor units.
+pub fn format_minor_wide(minor: i128, exponent: u32) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(44);
+    if minor < 0 {
+        out.push('-');
+    }
+    let magnitude = minor.unsigned_abs();
+    if exponent == 0 {
+        let _ = write!(out, "{magnitude}");
+        return out;
+    }
+    let factor = 10u128.pow(exponent);
+    let _ = write!(
+        out,
+        "{}.{:0width$}",
+        magnitude / factor,
+        magnitude % factor,
+        width = exponent as usize
+    );
+    out
+}
+
 /// As [`format_minor`], appending to `out`.
 pub fn write_minor(out: &mut String, minor: i64, exponent: u32) {
     use std::fmt::Write;

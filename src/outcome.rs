@@ -91,12 +91,22 @@ pub enum Code {
     /// Any op sent after [`Engine::shutdown`](crate::Engine::shutdown)
     /// began; nothing was applied.
     ShuttingDown,
+    /// From `open_merchant`: a merchant with that id already exists
+    /// (whatever the new request's fields).
+    MerchantExists,
+    /// The merchant named does not exist. From `debit` and `authorize`
+    /// that name one (remembered under their key like any rejection), and
+    /// from `merchant`.
+    UnknownMerchant,
+    /// From `debit` and `authorize`: the merchant named has another
+    /// currency than the account.
+    CurrencyMismatch,
 }
 
 impl Code {
     /// Every code, in discriminant order (`ALL[code as usize] == code`);
     /// the discriminant is the byte the key table and the log store.
-    pub const ALL: [Code; 22] = [
+    pub const ALL: [Code; 25] = [
         Code::Ok,
         Code::HeldForReview,
         Code::AccountExists,
@@ -119,6 +129,9 @@ impl Code {
         Code::StorageUnavailable,
         Code::ClockNotManual,
         Code::ShuttingDown,
+        Code::MerchantExists,
+        Code::UnknownMerchant,
+        Code::CurrencyMismatch,
     ];
 
     /// The SPEC spelling (`"insufficient_funds"`, ...).
@@ -146,6 +159,9 @@ impl Code {
             Code::StorageUnavailable => "storage_unavailable",
             Code::ClockNotManual => "clock_not_manual",
             Code::ShuttingDown => "shutting_down",
+            Code::MerchantExists => "merchant_exists",
+            Code::UnknownMerchant => "unknown_merchant",
+            Code::CurrencyMismatch => "currency_mismatch",
         }
     }
 
@@ -165,7 +181,7 @@ impl Code {
 }
 
 /// What a request answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// The `result`: `ok`, `held_for_review`, or why nothing happened.
     pub code: Code,
@@ -177,7 +193,7 @@ pub struct Outcome {
 }
 
 /// Fields some outcomes carry beyond `result`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Info {
     /// Nothing: every op but `balance` and `status`, and their rejections.
     None,
@@ -197,6 +213,26 @@ pub enum Info {
         /// The result that request got (what a replay of it answers).
         status: Code,
     },
+    /// The answer to `merchant` (boxed: most outcomes carry nothing).
+    Merchant(Box<MerchantFigures>),
+}
+
+/// A merchant's figures, in minor units of its currency. Exact whatever
+/// their size (`i128`): they sum many accounts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MerchantFigures {
+    /// The merchant's currency.
+    pub currency: Currency,
+    /// Its fee rate, basis points (0..=10,000).
+    pub fee_bps: u16,
+    /// Ok settles so far: the number of the last batch.
+    pub batches: u64,
+    /// Clearings minus charge-backs of the current (unsettled) batch.
+    pub pending: i128,
+    /// The sum of `net` over its settled batches.
+    pub settled_net: i128,
+    /// The sum of `fee` over its settled batches.
+    pub fees: i128,
 }
 
 impl Outcome {

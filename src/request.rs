@@ -13,6 +13,9 @@ pub type AccountId = u64;
 /// A request's id: unsigned 64 bits, scoped to its account. The key of a
 /// money request is (account, id); a hold is named by its authorize's id.
 pub type TxnId = u64;
+/// A merchant's identity: its own id space, apart from accounts. Every
+/// shard knows every merchant (`open_merchant` goes to all of them).
+pub type MerchantId = u64;
 
 /// One request. See `docs/behaviour.md` for what each means.
 ///
@@ -53,6 +56,9 @@ pub enum Request {
         account: AccountId,
         /// Major units, > 0, at most the currency's exponent of decimals.
         amount: AmountArg,
+        /// The merchant paid: an ok debit clears its amount to it. `None`:
+        /// the money goes to no merchant.
+        merchant: Option<MerchantId>,
     },
     /// `authorize`: a new hold named `id`; held += amount.
     Authorize {
@@ -66,6 +72,8 @@ pub enum Request {
         /// Engine time, ms, from now until the hold expires:
         /// 1..=10^13; `None` is the 7-day default.
         expires_in_ms: Option<u64>,
+        /// The merchant the hold is for: its captures clear to it.
+        merchant: Option<MerchantId>,
     },
     /// `increment`: an active, not yet captured hold grows by `amount`.
     Increment {
@@ -157,6 +165,23 @@ pub enum Request {
         /// Milliseconds of engine time to move forward, 0..=10^13.
         ms: u64,
     },
+    /// `open_merchant`: a new merchant, known to every shard, with nothing
+    /// pending. Not keyed: a second open of the same id is
+    /// `merchant_exists`.
+    OpenMerchant {
+        /// The new merchant's id.
+        merchant: MerchantId,
+        /// `None`: a currency code the engine does not support.
+        currency: Option<Currency>,
+        /// The merchant's fee rate in basis points, 0..=10,000; `None` is 0.
+        fee_bps: Option<u16>,
+    },
+    /// `merchant`: a query of a merchant's figures, summed over every
+    /// shard; the outcome carries [`Info::Merchant`](crate::Info::Merchant).
+    Merchant {
+        /// The merchant asked about.
+        merchant: MerchantId,
+    },
 }
 
 /// `set_limits` fields as sent; an omitted field means "no such limit".
@@ -225,11 +250,15 @@ pub enum Op {
     Status,
     /// [`Request::AdvanceClock`].
     AdvanceClock,
+    /// [`Request::OpenMerchant`].
+    OpenMerchant,
+    /// [`Request::Merchant`].
+    Merchant,
 }
 
 impl Op {
     /// Every op, in discriminant order (`ALL[op as usize] == op`).
-    pub const ALL: [Op; 14] = [
+    pub const ALL: [Op; 16] = [
         Op::OpenAccount,
         Op::Deposit,
         Op::Debit,
@@ -244,6 +273,8 @@ impl Op {
         Op::Balance,
         Op::Status,
         Op::AdvanceClock,
+        Op::OpenMerchant,
+        Op::Merchant,
     ];
 
     /// The SPEC name of the op (`"open_account"`, ...).
@@ -263,6 +294,8 @@ impl Op {
             Op::Balance => "balance",
             Op::Status => "status",
             Op::AdvanceClock => "advance_clock",
+            Op::OpenMerchant => "open_merchant",
+            Op::Merchant => "merchant",
         }
     }
 
@@ -295,11 +328,13 @@ impl Request {
             Request::Balance { .. } => Op::Balance,
             Request::Status { .. } => Op::Status,
             Request::AdvanceClock { .. } => Op::AdvanceClock,
+            Request::OpenMerchant { .. } => Op::OpenMerchant,
+            Request::Merchant { .. } => Op::Merchant,
         }
     }
 
-    /// The account the request touches; `None` for `advance_clock`, which
-    /// goes to every shard.
+    /// The account the request touches; `None` for the requests that go to
+    /// every shard (`advance_clock`, `open_merchant`, `merchant`).
     pub fn account(&self) -> Option<AccountId> {
         match *self {
             Request::OpenAccount { account, .. }
@@ -315,8 +350,21 @@ impl Request {
             | Request::Unfreeze { account }
             | Request::Balance { account }
             | Request::Status { account, .. } => Some(account),
-            Request::AdvanceClock { .. } => None,
+            Request::AdvanceClock { .. }
+            | Request::OpenMerchant { .. }
+            | Request::Merchant { .. } => None,
         }
+    }
+
+    /// Whether this request goes to every shard and changes state there:
+    /// such requests are numbered and written to the broadcast log before
+    /// any shard is given one (`wal/broadcasts.rs`). Queries that go to
+    /// every shard (`merchant`) are not.
+    pub fn is_numbered_broadcast(&self) -> bool {
+        matches!(
+            self,
+            Request::AdvanceClock { .. } | Request::OpenMerchant { .. }
+        )
     }
 }
 

@@ -41,6 +41,7 @@ fn debit(id: u64, text: &str) -> Request {
         id,
         account: 1,
         amount: amount(text),
+        merchant: None,
     }
 }
 
@@ -120,6 +121,7 @@ fn acknowledged_outcomes_survive_a_reopen() {
         account: 1,
         amount: amount("5"),
         expires_in_ms: Some(1_000),
+        merchant: None,
     };
     assert_eq!(c.submit(hold).code, Code::Ok);
     assert_eq!(c.submit(Request::AdvanceClock { ms: 400 }).code, Code::Ok);
@@ -506,6 +508,73 @@ fn a_broadcast_on_some_shards_only_is_completed_on_the_others() {
         assert_eq!((shard.now_ms, shard.broadcasts), (6_001, 4));
         assert!(shard.notes.is_empty(), "{:?}", shard.notes);
     }
+    drop(engine);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Merchants (known to every shard) and what was cleared to them survive
+/// a reopen: the merchant answers with the same figures, summed over both
+/// shards, and a refund after the reopen is charged back to it.
+#[test]
+fn merchants_and_clearings_survive_a_reopen() {
+    let dir = tempdir("merchants");
+    let two_shards = EngineConfig {
+        shards: 2,
+        ..config(&dir, WalOptions::default())
+    };
+    let engine = Engine::open(two_shards.clone()).unwrap();
+    let mut c = engine.client();
+    let open = Request::OpenMerchant {
+        merchant: 5,
+        currency: Some(Currency::USD),
+        fee_bps: Some(30),
+    };
+    assert_eq!(c.submit(open.clone()).code, Code::Ok);
+    for account in 1..=8 {
+        c.submit(Request::OpenAccount {
+            account,
+            currency: Some(Currency::USD),
+            overdraft: None,
+        });
+        c.submit(Request::Deposit {
+            id: 1,
+            account,
+            amount: amount("50"),
+        });
+        let debit = Request::Debit {
+            id: 2,
+            account,
+            amount: amount("1.25"),
+            merchant: Some(5),
+        };
+        assert_eq!(c.submit(debit).code, Code::Ok);
+    }
+    let figures = c.submit(Request::Merchant { merchant: 5 });
+    assert_eq!(figures.code, Code::Ok);
+    let debitcore::Info::Merchant(m) = &figures.info else {
+        panic!("{figures:?}")
+    };
+    assert_eq!(m.pending, 1000, "8 x 1.25");
+    drop(c);
+    drop(engine);
+
+    let engine = Engine::open(two_shards).unwrap();
+    let mut c = engine.client();
+    assert_eq!(c.submit(Request::Merchant { merchant: 5 }), figures);
+    assert_eq!(c.submit(open).code, Code::MerchantExists);
+    let refund = Request::Refund {
+        id: 3,
+        account: 4,
+        of: 2,
+        amount: None,
+    };
+    assert_eq!(c.submit(refund).code, Code::Ok);
+    let after = c.submit(Request::Merchant { merchant: 5 });
+    let debitcore::Info::Merchant(m) = &after.info else {
+        panic!("{after:?}")
+    };
+    assert_eq!(m.pending, 875, "the refund charged 1.25 back");
+    drop(c);
     drop(engine);
     std::fs::remove_dir_all(&dir).unwrap();
 }

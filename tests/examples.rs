@@ -505,3 +505,136 @@ fn dedup_window_lower_bound() {
         10_000,
     );
 }
+
+// ---------------------------------------------------------------------------
+// Merchants and clearing (SPEC's third section).
+// ---------------------------------------------------------------------------
+
+/// "open_merchant: merchant_exists, unsupported_currency"; "fee_bps is an
+/// integer 0 <= fee_bps <= 10,000 (else the line is malformed)"; "a second
+/// open_merchant with the same id is merchant_exists, whatever its fields";
+/// "merchant: unknown_merchant"; a new merchant has nothing pending.
+#[test]
+fn open_merchant_and_its_figures() {
+    let requests = r#"{"op":"open_merchant","merchant":1,"currency":"USD","fee_bps":250}
+{"op":"open_merchant","merchant":1,"currency":"XYZ"}
+{"op":"open_merchant","merchant":2,"currency":"usd"}
+{"op":"open_merchant","merchant":2,"currency":"JPY","fee_bps":10001}
+{"op":"open_merchant","merchant":2,"currency":"JPY","fee_bps":-1}
+{"op":"open_merchant","merchant":2,"currency":"JPY","fee_bps":"5"}
+{"op":"open_merchant","merchant":2,"currency":"KWD","fee_bps":10000}
+{"op":"merchant","merchant":1}
+{"op":"merchant","merchant":2}
+{"op":"merchant","merchant":3}
+{"op":"merchant","merchant":"1"}
+{"op":"open_merchant","merchant":3,"currency":"JPY","fee_bps":null}
+{"op":"merchant","merchant":3}
+"#;
+    let outcomes = r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "merchant_exists"}
+{"line": 3, "result": "unsupported_currency"}
+{"line": 4, "result": "malformed"}
+{"line": 5, "result": "malformed"}
+{"line": 6, "result": "malformed"}
+{"line": 7, "result": "ok"}
+{"line": 8, "result": "ok", "currency": "USD", "fee_bps": 250, "batches": 0, "pending": "0.00", "settled_net": "0.00", "fees": "0.00"}
+{"line": 9, "result": "ok", "currency": "KWD", "fee_bps": 10000, "batches": 0, "pending": "0.000", "settled_net": "0.000", "fees": "0.000"}
+{"line": 10, "result": "unknown_merchant"}
+{"line": 11, "result": "malformed"}
+{"line": 12, "result": "ok"}
+{"line": 13, "result": "ok", "currency": "JPY", "fee_bps": 0, "batches": 0, "pending": "0", "settled_net": "0", "fees": "0"}
+"#;
+    for shards in [1, 2, 4] {
+        check(requests, outcomes, shards);
+    }
+}
+
+/// "an ok debit naming a merchant clears its amount; an ok capture of a
+/// hold whose authorize named a merchant clears the amount it captured (so
+/// does the capture of a held_for_review debit that named one); an ok
+/// refund of an original that cleared to a merchant is charged back";
+/// "unknown_merchant, currency_mismatch inserted right after
+/// unknown_account"; "The merchant field takes part in replays like any
+/// field (omitted differs from given)"; pending sums every shard's accounts.
+#[test]
+fn clearing_and_charge_backs_sum_over_shards() {
+    let requests = r#"{"op":"open_merchant","merchant":7,"currency":"USD","fee_bps":100}
+{"op":"open_merchant","merchant":8,"currency":"EUR"}
+{"op":"open_account","account":1,"currency":"USD"}
+{"op":"open_account","account":2,"currency":"USD"}
+{"op":"open_account","account":3,"currency":"USD"}
+{"op":"deposit","id":1,"account":1,"amount":"100"}
+{"op":"deposit","id":1,"account":2,"amount":"100"}
+{"op":"deposit","id":1,"account":3,"amount":"100"}
+{"op":"debit","id":2,"account":1,"amount":"10.00","merchant":7}
+{"op":"debit","id":2,"account":2,"amount":"20.00","merchant":7}
+{"op":"debit","id":2,"account":3,"amount":"5.00"}
+{"op":"debit","id":3,"account":1,"amount":"1.00","merchant":9}
+{"op":"debit","id":4,"account":1,"amount":"1.00","merchant":8}
+{"op":"debit","id":5,"account":1,"amount":"1.001","merchant":9}
+{"op":"debit","id":6,"account":1,"amount":"500","merchant":7}
+{"op":"merchant","merchant":7}
+{"op":"debit","id":2,"account":1,"amount":"10","merchant":7}
+{"op":"debit","id":2,"account":1,"amount":"10"}
+{"op":"debit","id":2,"account":1,"amount":"10","merchant":8}
+{"op":"debit","id":2,"account":3,"amount":"5","merchant":7}
+{"op":"status","account":1,"id":3}
+{"op":"authorize","id":7,"account":3,"amount":"30","merchant":7}
+{"op":"capture","id":8,"account":3,"auth":7,"amount":"12.50","final":false}
+{"op":"capture","id":9,"account":3,"auth":7,"amount":"2.50"}
+{"op":"merchant","merchant":7}
+{"op":"refund","id":10,"account":2,"of":2,"amount":"4"}
+{"op":"refund","id":11,"account":3,"of":8}
+{"op":"refund","id":12,"account":3,"of":2}
+{"op":"merchant","merchant":7}
+{"op":"balance","account":3}
+{"op":"set_limits","account":2,"review_above":"50"}
+{"op":"debit","id":13,"account":2,"amount":"60","merchant":7}
+{"op":"merchant","merchant":7}
+{"op":"capture","id":14,"account":2,"auth":13}
+{"op":"merchant","merchant":7}
+{"op":"authorize","id":15,"account":1,"amount":"1","merchant":8}
+{"op":"authorize","id":16,"account":1,"amount":"1","merchant":70}
+"#;
+    let outcomes = r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "ok"}
+{"line": 3, "result": "ok"}
+{"line": 4, "result": "ok"}
+{"line": 5, "result": "ok"}
+{"line": 6, "result": "ok"}
+{"line": 7, "result": "ok"}
+{"line": 8, "result": "ok"}
+{"line": 9, "result": "ok"}
+{"line": 10, "result": "ok"}
+{"line": 11, "result": "ok"}
+{"line": 12, "result": "unknown_merchant"}
+{"line": 13, "result": "currency_mismatch"}
+{"line": 14, "result": "unknown_merchant"}
+{"line": 15, "result": "insufficient_funds"}
+{"line": 16, "result": "ok", "currency": "USD", "fee_bps": 100, "batches": 0, "pending": "30.00", "settled_net": "0.00", "fees": "0.00"}
+{"line": 17, "result": "ok", "replayed": true}
+{"line": 18, "result": "id_conflict"}
+{"line": 19, "result": "id_conflict"}
+{"line": 20, "result": "id_conflict"}
+{"line": 21, "result": "ok", "op": "debit", "status": "unknown_merchant"}
+{"line": 22, "result": "ok"}
+{"line": 23, "result": "ok"}
+{"line": 24, "result": "ok"}
+{"line": 25, "result": "ok", "currency": "USD", "fee_bps": 100, "batches": 0, "pending": "45.00", "settled_net": "0.00", "fees": "0.00"}
+{"line": 26, "result": "ok"}
+{"line": 27, "result": "ok"}
+{"line": 28, "result": "ok"}
+{"line": 29, "result": "ok", "currency": "USD", "fee_bps": 100, "batches": 0, "pending": "28.50", "settled_net": "0.00", "fees": "0.00"}
+{"line": 30, "result": "ok", "balance": "97.50", "held": "0.00", "available": "97.50"}
+{"line": 31, "result": "ok"}
+{"line": 32, "result": "held_for_review"}
+{"line": 33, "result": "ok", "currency": "USD", "fee_bps": 100, "batches": 0, "pending": "28.50", "settled_net": "0.00", "fees": "0.00"}
+{"line": 34, "result": "ok"}
+{"line": 35, "result": "ok", "currency": "USD", "fee_bps": 100, "batches": 0, "pending": "88.50", "settled_net": "0.00", "fees": "0.00"}
+{"line": 36, "result": "currency_mismatch"}
+{"line": 37, "result": "unknown_merchant"}
+"#;
+    for shards in [1, 2, 4] {
+        check(requests, outcomes, shards);
+    }
+}

@@ -637,12 +637,14 @@ impl<'a> Producer<'a> {
                 id,
                 account,
                 amount,
+                merchant: None,
             },
             OpKind::Authorize => Request::Authorize {
                 id,
                 account,
                 amount,
                 expires_in_ms: None,
+                merchant: None,
             },
             _ => unreachable!("only debit and authorize create money requests"),
         };

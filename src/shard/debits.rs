@@ -16,7 +16,14 @@ impl Shard {
         (Code::Ok, 0)
     }
 
-    pub(super) fn debit(&mut self, slot: u32, id: TxnId, amount: AmountArg) -> (Code, i64) {
+    #[inline(always)]
+    pub(super) fn debit(
+        &mut self,
+        slot: u32,
+        id: TxnId,
+        amount: AmountArg,
+        merchant: Option<MerchantId>,
+    ) -> (Code, i64) {
         let a = self.accounts[slot as usize];
         let Some(minor) = amount.to_positive_minor(a.currency.exponent()) else {
             return (Code::InvalidAmount, 0);
@@ -24,7 +31,7 @@ impl Shard {
         if a.frozen {
             return (Code::AccountFrozen, 0);
         }
-        if a.ext == EXT_NONE && self.policy.is_none() {
+        if a.ext == EXT_NONE && self.policy.is_none() && merchant.is_none() {
             // The plain path, spelled out so it inlines: no overdraft, no
             // limits, no rules, no velocity ring; only the day's sum, which
             // SPEC keeps for every account (a bound set at noon counts the
@@ -43,14 +50,37 @@ impl Shard {
             self.ledger.debits += i128::from(minor);
             return (Code::Ok, minor);
         }
+        self.debit_checked(slot, id, minor, merchant)
+    }
+
+    /// A debit of an account with limits, rules or an overdraft, under a
+    /// custom policy, or for a merchant: out of line, so that the plain
+    /// path above stays small where it is inlined.
+    #[inline(never)]
+    fn debit_checked(
+        &mut self,
+        slot: u32,
+        id: TxnId,
+        minor: i64,
+        merchant: Option<MerchantId>,
+    ) -> (Code, i64) {
+        let a = self.accounts[slot as usize];
         if !self.limits_allow(&a, minor, minor) {
             return (Code::LimitExceeded, 0);
         }
         match self.route(slot, minor) {
-            RiskDecision::Approve => self.debit_now(slot, minor),
+            RiskDecision::Approve => {
+                let (code, moved) = self.debit_now(slot, minor);
+                if let (Code::Ok, Some(merchant)) = (code, merchant) {
+                    self.clear(slot, id, merchant, moved);
+                }
+                (code, moved)
+            }
             RiskDecision::Reject => (Code::RiskRejected, 0),
             RiskDecision::Review => {
-                let code = self.place_hold(slot, id, minor, HOLD_EXPIRES_IN_MS_DEFAULT);
+                // The review hold carries the merchant: the capture that
+                // approves it clears.
+                let code = self.place_hold(slot, id, minor, HOLD_EXPIRES_IN_MS_DEFAULT, merchant);
                 if code == Code::Ok {
                     (Code::HeldForReview, 0)
                 } else {

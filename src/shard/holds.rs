@@ -22,6 +22,9 @@ pub(super) struct Hold {
     pub(super) state: HoldState,
     /// Dedup-window generation in which the hold ended (while not active).
     pub(super) ended_generation: u64,
+    /// The merchant its `authorize` (or reviewed debit) named: every
+    /// capture of it clears to that merchant.
+    pub(super) merchant: Option<MerchantId>,
 }
 
 impl Hold {
@@ -37,6 +40,7 @@ impl Shard {
         id: TxnId,
         amount: AmountArg,
         expires_in_ms: u64,
+        merchant: Option<MerchantId>,
     ) -> (Code, i64) {
         let a = self.accounts[slot as usize];
         let Some(minor) = amount.to_positive_minor(a.currency.exponent()) else {
@@ -48,7 +52,7 @@ impl Shard {
         if !self.limits_allow(&a, minor, minor) {
             return (Code::LimitExceeded, 0);
         }
-        (self.place_hold(slot, id, minor, expires_in_ms), 0)
+        (self.place_hold(slot, id, minor, expires_in_ms, merchant), 0)
     }
 
     /// A new active hold `id` of `minor`, funds and bounds permitting.
@@ -58,6 +62,7 @@ impl Shard {
         id: TxnId,
         minor: i64,
         expires_in_ms: u64,
+        merchant: Option<MerchantId>,
     ) -> Code {
         let a = self.accounts[slot as usize];
         if !self.funds_allow(&a, minor) {
@@ -77,6 +82,7 @@ impl Shard {
                 expires_at_ms,
                 state: HoldState::Active,
                 ended_generation: 0,
+                merchant,
             },
         );
         debug_assert!(previous.is_none(), "a hold outlives the key that made it");
@@ -123,6 +129,7 @@ impl Shard {
     pub(super) fn capture(
         &mut self,
         slot: u32,
+        id: TxnId,
         auth: TxnId,
         amount: Option<AmountArg>,
         is_final: bool,
@@ -156,6 +163,9 @@ impl Shard {
         self.holds.get_mut(&(slot, auth)).expect("active").captured += minor;
         if is_final || minor == left {
             self.end_hold(slot, auth, HoldState::Closed);
+        }
+        if let Some(merchant) = hold.merchant {
+            self.clear(slot, id, merchant, minor);
         }
         (Code::Ok, minor)
     }

@@ -57,7 +57,8 @@ impl Shard {
             // is left of a hold): kept beside the key.
             Payload::Fingerprint(_) => {
                 if moved != 0 {
-                    debug_assert_eq!(op, Op::Capture);
+                    // A capture, or a debit for a merchant.
+                    debug_assert!(op == Op::Capture || op == Op::Debit, "{op:?}");
                     let previous = self.capture_amounts.insert((slot, id), moved);
                     debug_assert!(previous.is_none(), "an amount outlives its key");
                 }
@@ -127,6 +128,7 @@ impl Shard {
         let holds = &self.holds;
         let refunded = &mut self.refunded;
         let capture_amounts = &mut self.capture_amounts;
+        let cleared_to = &mut self.cleared_to;
         self.keys.sweep_step(cells, |record| {
             // Keys that came after the sweep began are of `current`. Every
             // other record was written at or after the generation before
@@ -139,8 +141,13 @@ impl Shard {
                 return false;
             }
             refunded.remove(&key);
-            if record.op() == Op::Capture as u8 && record.code == Code::Ok as u8 {
+            if record.code == Code::Ok as u8 && matches!(record.payload(), Payload::Fingerprint(_))
+            {
+                // An ok capture's amount, or a merchant debit's.
                 capture_amounts.remove(&key);
+            }
+            if !cleared_to.is_empty() {
+                cleared_to.remove(&key);
             }
             true
         });

@@ -53,14 +53,18 @@ mod holds;
 mod invariants;
 mod keys;
 mod limits;
+mod merchants;
 mod refunds;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 
+use crate::request::MerchantId;
 use accounts::{Account, AccountExt, EXT_NONE};
 use holds::{Hold, HoldState};
 use keys::{fingerprint, optional_fingerprint, Fields, Forgetting};
+use merchants::Merchant;
+pub use merchants::FEE_BPS_MAX;
 
 /// How many requests ahead of the one being applied [`Shard::apply_each`]
 /// prefetches account records and key cells (and twice as far, index
@@ -102,6 +106,13 @@ pub struct Shard {
     /// by the capture's key (slot, id): its key record holds a fingerprint
     /// of its fields, not an amount. Kept exactly as long as that key.
     capture_amounts: WordMap<(u32, TxnId), i64>,
+    /// Every merchant (all shards know all of them), with this shard's
+    /// part of its current batch. Never forgotten.
+    merchants: WordMap<MerchantId, Merchant>,
+    /// The merchant each ok debit or capture that cleared went to, by its
+    /// key (slot, id), for a refund's charge-back. Kept exactly as long as
+    /// that key.
+    cleared_to: WordMap<(u32, TxnId), MerchantId>,
     /// Hold expiries, earliest first; an entry whose hold moved its expiry
     /// (increment) or ended is stale and skipped when it comes up.
     timers: BinaryHeap<Reverse<(u64, u32, TxnId)>>,
@@ -150,6 +161,8 @@ impl Shard {
             holds: WordMap::default(),
             refunded: WordMap::default(),
             capture_amounts: WordMap::default(),
+            merchants: WordMap::default(),
+            cleared_to: WordMap::default(),
             timers: BinaryHeap::new(),
             now_ms,
             today: now_ms / DAY_MS,
@@ -341,20 +354,57 @@ impl Shard {
                 id,
                 account,
                 amount,
+                merchant: None,
             } => self.keyed(account, id, Op::Debit, Fields::Amount(amount), |s, slot| {
-                s.debit(slot, id, amount)
+                s.debit(slot, id, amount, None)
             }),
+            Request::Debit {
+                id,
+                account,
+                amount,
+                merchant: Some(merchant),
+            } => {
+                // A debit for a merchant is compared by fingerprint (its
+                // fields are more than an amount); its amount is kept
+                // beside its key for refunds, as a capture's is.
+                let fp = fingerprint(Op::Debit, &[amount.fingerprint(), 1, merchant]);
+                self.keyed(
+                    account,
+                    id,
+                    Op::Debit,
+                    Fields::Hashed(fp),
+                    |s, slot| match s.merchant_allows(slot, Some(merchant)) {
+                        Code::Ok => s.debit(slot, id, amount, Some(merchant)),
+                        refused => (refused, 0),
+                    },
+                )
+            }
             Request::Authorize {
                 id,
                 account,
                 amount,
                 expires_in_ms,
+                merchant,
             } => {
                 let expires_in_ms = expires_in_ms.unwrap_or(HOLD_EXPIRES_IN_MS_DEFAULT);
-                let fp = fingerprint(Op::Authorize, &[amount.fingerprint(), expires_in_ms]);
-                self.keyed(account, id, Op::Authorize, Fields::Hashed(fp), |s, slot| {
-                    s.authorize(slot, id, amount, expires_in_ms)
-                })
+                // Without a merchant, the fingerprint of before merchants
+                // existed (keys in old logs and snapshots still compare).
+                let fp = match merchant {
+                    None => fingerprint(Op::Authorize, &[amount.fingerprint(), expires_in_ms]),
+                    Some(m) => {
+                        fingerprint(Op::Authorize, &[amount.fingerprint(), expires_in_ms, 1, m])
+                    }
+                };
+                self.keyed(
+                    account,
+                    id,
+                    Op::Authorize,
+                    Fields::Hashed(fp),
+                    |s, slot| match s.merchant_allows(slot, merchant) {
+                        Code::Ok => s.authorize(slot, id, amount, expires_in_ms, merchant),
+                        refused => (refused, 0),
+                    },
+                )
             }
             Request::Increment {
                 id,
@@ -381,7 +431,7 @@ impl Shard {
                     &[auth, optional_fingerprint(amount), u64::from(is_final)],
                 );
                 self.keyed(account, id, Op::Capture, Fields::Hashed(fp), |s, slot| {
-                    s.capture(slot, auth, amount, is_final)
+                    s.capture(slot, id, auth, amount, is_final)
                 })
             }
             Request::Void { id, account, auth } => {
@@ -444,6 +494,15 @@ impl Shard {
                 self.advance_to(self.now_ms.saturating_add(ms));
                 Outcome::new(Code::Ok)
             }
+            Request::OpenMerchant {
+                merchant,
+                currency,
+                fee_bps,
+            } => {
+                self.broadcasts += 1;
+                Outcome::new(self.open_merchant(merchant, currency, fee_bps))
+            }
+            Request::Merchant { merchant } => self.merchant_figures(merchant),
         };
         if let Some(account) = request.account() {
             self.debug_check_account(account);

@@ -47,6 +47,7 @@ impl Shard {
         a.balance = balance;
         self.ledger.refunds += i128::from(minor);
         self.refunded.insert((slot, of), refunded + minor);
+        self.charge_back(slot, of, minor);
         (Code::Ok, 0)
     }
 
@@ -67,8 +68,9 @@ impl Shard {
     /// most what it moved.
     pub(super) fn check_refundable(&self) -> Result<(), String> {
         for (&(slot, id), &amount) in &self.capture_amounts {
+            // A capture's, or a merchant debit's.
             let is_capture = self.keys.get(slot, id).is_some_and(|r| {
-                r.op() == Op::Capture as u8
+                (r.op() == Op::Capture as u8 || r.op() == Op::Debit as u8)
                     && r.code == Code::Ok as u8
                     && matches!(r.payload(), Payload::Fingerprint(_))
             });

@@ -6,7 +6,8 @@ use super::*;
 /// 1: the first format, whose bodies had no version word (`wal::snapshot`
 /// hands a `DCSNAP01` file's body back behind a 1): 40-byte keys with an
 /// amount and a fingerprint each. 2: 24-byte keys (`KeyRecord::to_words`),
-/// and ok captures' amounts in a table of their own. 3: and, last, the
+/// and ok captures' amounts in a table of their own. 3: holds carry their
+/// merchant; then merchants and where clearings went; and, last, the
 /// number of requests every shard sees (`Shard::broadcasts`) applied.
 /// All three are read.
 pub(crate) const SNAPSHOT_VERSION: u64 = 3;
@@ -80,6 +81,8 @@ impl Shard {
             w.u64(h.expires_at_ms);
             w.u64(h.state as u64);
             w.u64(h.ended_generation);
+            w.u64(u64::from(h.merchant.is_some()));
+            w.u64(h.merchant.unwrap_or(0));
         }
         for table in [&self.refunded, &self.capture_amounts] {
             w.u64(table.len() as u64);
@@ -94,6 +97,23 @@ impl Shard {
             w.u64(at);
             w.u64(u64::from(slot));
             w.u64(id);
+        }
+        w.u64(self.merchants.len() as u64);
+        for (&id, m) in &self.merchants {
+            w.u64(id);
+            w.u64(m.currency as u64);
+            w.u64(u64::from(m.fee_bps));
+            w.u64(m.part.count);
+            for v in [m.part.gross, m.part.refunded, m.settled_net, m.fees] {
+                w.0.extend_from_slice(&v.to_le_bytes());
+            }
+            w.u64(m.batches);
+        }
+        w.u64(self.cleared_to.len() as u64);
+        for (&(slot, id), &merchant) in &self.cleared_to {
+            w.u64(u64::from(slot));
+            w.u64(id);
+            w.u64(merchant);
         }
         w.u64(self.broadcasts);
     }
@@ -203,7 +223,7 @@ impl Shard {
                 shard.capture_amounts.insert((slot, id), amount);
             }
         }
-        let holds = r.len(56)?;
+        let holds = r.len(if version >= 3 { 72 } else { 56 })?;
         for _ in 0..holds {
             let key = (u32::try_from(r.u64()?).ok()?, r.u64()?);
             let hold = Hold {
@@ -217,6 +237,20 @@ impl Shard {
                     _ => return None,
                 },
                 ended_generation: r.u64()?,
+                merchant: None,
+            };
+            let hold = if version >= 3 {
+                let (named, merchant) = (r.u64()?, r.u64()?);
+                Hold {
+                    merchant: match named {
+                        0 => None,
+                        1 => Some(merchant),
+                        _ => return None,
+                    },
+                    ..hold
+                }
+            } else {
+                hold
             };
             shard.holds.insert(key, hold);
         }
@@ -238,9 +272,39 @@ impl Shard {
             let (at, slot, id) = (r.u64()?, u32::try_from(r.u64()?).ok()?, r.u64()?);
             shard.timers.push(Reverse((at, slot, id)));
         }
-        // Before version 3 nothing counted them (and no data directory
-        // had a broadcast log to complete them from).
+        // Before version 3 there were no merchants, and nothing counted
+        // broadcasts (and no data directory had a broadcast log to
+        // complete them from).
         if version >= 3 {
+            for _ in 0..r.len(104)? {
+                let id = r.u64()?;
+                let currency = *Currency::ALL.get(usize::try_from(r.u64()?).ok()?)?;
+                let fee_bps = u16::try_from(r.u64()?).ok().filter(|&f| f <= FEE_BPS_MAX)?;
+                let count = r.u64()?;
+                let [gross, refunded, settled_net, fees] =
+                    [r.i128()?, r.i128()?, r.i128()?, r.i128()?];
+                let merchant = Merchant {
+                    currency,
+                    fee_bps,
+                    part: merchants::Part {
+                        count,
+                        gross,
+                        refunded,
+                    },
+                    batches: r.u64()?,
+                    settled_net,
+                    fees,
+                };
+                if shard.merchants.insert(id, merchant).is_some() {
+                    return None;
+                }
+            }
+            for _ in 0..r.len(24)? {
+                let key = (u32::try_from(r.u64()?).ok()?, r.u64()?);
+                if shard.cleared_to.insert(key, r.u64()?).is_some() {
+                    return None;
+                }
+            }
             shard.broadcasts = r.u64()?;
         }
         if !r.0.is_empty() {
@@ -300,6 +364,10 @@ impl SnapReader<'_> {
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
+    fn i128(&mut self) -> Option<i128> {
+        Some(i128::from_le_bytes(self.take(16)?.try_into().ok()?))
+    }
+
     fn i64(&mut self) -> Option<i64> {
         Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }

@@ -38,6 +38,7 @@ fn forgets_keys_after_the_window_but_not_before() {
         id: 2,
         account: 1,
         amount: amount("1"),
+        merchant: None,
     };
     assert_eq!(code(&mut s, debit.clone()), Code::Ok);
     s.advance_to(9_999);
@@ -67,6 +68,7 @@ fn a_changed_window_keeps_keys_for_the_new_window() {
         id,
         account: 1,
         amount: amount("1"),
+        merchant: None,
     };
     let mut s = shard_with_window(1_000);
     s.advance_to(5_500);
@@ -115,6 +117,7 @@ fn a_large_key_table_forgets_a_few_cells_per_request() {
         id,
         account: 1,
         amount: amount("0.01"),
+        merchant: None,
     };
     let status = |s: &mut Shard, id| s.apply(&Request::Status { account: 1, id }).code;
     for id in 100..1_100 {
@@ -157,6 +160,7 @@ fn a_hold_keeps_its_key_while_active() {
         account: 1,
         amount: amount("10"),
         expires_in_ms: Some(1_000_000),
+        merchant: None,
     };
     assert_eq!(code(&mut s, auth.clone()), Code::Ok);
     s.advance_to(50_000);
@@ -180,11 +184,13 @@ fn snapshots_round_trip_every_table() {
             account: 1,
             amount: amount("10"),
             expires_in_ms: Some(500),
+            merchant: None,
         },
         Request::Debit {
             id: 3,
             account: 1,
             amount: amount("5"),
+            merchant: None,
         },
         Request::Refund {
             id: 4,
@@ -208,6 +214,7 @@ fn snapshots_round_trip_every_table() {
             id: 5,
             account: 1,
             amount: amount("0.5"),
+            merchant: None,
         },
         Request::OpenAccount {
             account: 9,
@@ -235,11 +242,45 @@ fn snapshots_round_trip_every_table() {
             of: 7,
             amount: Some(amount("2")),
         },
+        // Merchants, a cleared debit, a hold for a merchant and its
+        // capture, a charge-back.
+        Request::OpenMerchant {
+            merchant: 70,
+            currency: Some(Currency::USD),
+            fee_bps: Some(125),
+        },
+        Request::Debit {
+            id: 20,
+            account: 1,
+            amount: amount("3"),
+            merchant: Some(70),
+        },
+        Request::Authorize {
+            id: 21,
+            account: 1,
+            amount: amount("6"),
+            expires_in_ms: None,
+            merchant: Some(70),
+        },
+        Request::Capture {
+            id: 22,
+            account: 1,
+            auth: 21,
+            amount: Some(amount("2")),
+            is_final: false,
+        },
+        Request::Refund {
+            id: 23,
+            account: 1,
+            of: 20,
+            amount: Some(amount("1")),
+        },
     ];
     for r in &reqs {
         assert!(s.apply(r).code.is_effective(), "{r:?}");
     }
-    assert_eq!(s.capture_amounts.len(), 2);
+    assert_eq!(s.capture_amounts.len(), 4, "two captures, a merchant debit");
+    assert_eq!(s.cleared_to.len(), 2);
     let mut bytes = Vec::new();
     s.encode_snapshot(&mut bytes);
     let mut copy = Shard::decode_snapshot(&bytes, 10_000, None).expect("decodes");
@@ -247,6 +288,7 @@ fn snapshots_round_trip_every_table() {
     copy.encode_snapshot(&mut again);
     assert_eq!(bytes.len(), again.len());
     assert_eq!(copy.capture_amounts, s.capture_amounts);
+    assert_eq!(copy.cleared_to, s.cleared_to);
     // Both go on identically: replays, and refunds of what is left.
     let refund = |id, of| refund(id, of, None);
     for r in reqs.iter().chain(
@@ -258,6 +300,17 @@ fn snapshots_round_trip_every_table() {
             refund(12, 7),
             refund(13, 7),
             Request::Balance { account: 1 },
+            Request::Merchant { merchant: 70 },
+            refund(24, 20),
+            refund(25, 22),
+            Request::Capture {
+                id: 26,
+                account: 1,
+                auth: 21,
+                amount: None,
+                is_final: true,
+            },
+            Request::Merchant { merchant: 70 },
         ]
         .iter(),
     ) {
@@ -280,6 +333,7 @@ fn refund_progress_and_limits() {
         id: 2,
         account: 1,
         amount: amount("30"),
+        merchant: None,
     };
     assert_eq!(code(&mut s, debit), Code::Ok);
     let refund = |id, a: Option<&str>| Request::Refund {
@@ -331,6 +385,7 @@ fn apply_each_confirms_the_prefetched_slot() {
             id: 10 + i,
             account: if i % 2 == 0 { b } else { a },
             amount: amount("1"),
+            merchant: None,
         })
         .collect();
     let mut codes = Vec::new();
@@ -353,6 +408,7 @@ fn debit(id: TxnId, text: &str) -> Request {
         id,
         account: 1,
         amount: amount(text),
+        merchant: None,
     }
 }
 
@@ -362,6 +418,7 @@ fn authorize(id: TxnId, text: &str) -> Request {
         account: 1,
         amount: amount(text),
         expires_in_ms: None,
+        merchant: None,
     }
 }
 

@@ -402,6 +402,7 @@ impl<'a> Put<'a> {
     /// declaration order.
     #[inline(always)]
     fn request(&mut self, request: &Request) {
+        let op_at = self.at;
         self.u8(request.op() as u8);
         match *request {
             Request::OpenAccount {
@@ -422,21 +423,37 @@ impl<'a> Put<'a> {
                 id,
                 account,
                 amount,
+                merchant: None,
             } => {
                 self.u64(id);
                 self.u64(account);
                 self.amount(Some(amount));
+            }
+            Request::Debit {
+                id,
+                account,
+                amount,
+                merchant: Some(merchant),
+            } => {
+                self.u64(id);
+                self.u64(account);
+                self.amount(Some(amount));
+                self.merchant(op_at, merchant);
             }
             Request::Authorize {
                 id,
                 account,
                 amount,
                 expires_in_ms,
+                merchant,
             } => {
                 self.u64(id);
                 self.u64(account);
                 self.amount(Some(amount));
                 self.opt_u64(expires_in_ms);
+                if let Some(merchant) = merchant {
+                    self.merchant(op_at, merchant);
+                }
             }
             Request::Increment {
                 id,
@@ -506,7 +523,38 @@ impl<'a> Put<'a> {
                 self.u64(id);
             }
             Request::AdvanceClock { ms } => self.u64(ms),
+            Request::OpenMerchant {
+                merchant,
+                currency,
+                fee_bps,
+            } => {
+                self.u64(merchant);
+                self.u8(currency.map_or(u8::MAX, |c| c as u8));
+                self.opt_u64(fee_bps.map(u64::from));
+            }
+            Request::Merchant { merchant } => self.u64(merchant),
         }
+    }
+
+    /// The merchant a debit or authorize names, after its other fields,
+    /// flagged in its op byte at `op_at`.
+    #[inline(always)]
+    fn merchant(&mut self, op_at: usize, merchant: u64) {
+        self.room[op_at] |= MERCHANT_FOLLOWS;
+        self.u64(merchant);
+    }
+}
+
+/// Bit 7 of a request's op byte: the merchant id it names follows its
+/// fields (debit and authorize; a log from before merchants never sets it).
+const MERCHANT_FOLLOWS: u8 = 0x80;
+
+/// The merchant a debit or authorize names (the reference encoder's).
+#[cfg(test)]
+fn request_merchant(request: &Request) -> Option<u64> {
+    match *request {
+        Request::Debit { merchant, .. } | Request::Authorize { merchant, .. } => merchant,
+        _ => None,
     }
 }
 
@@ -574,7 +622,22 @@ pub fn decode_request_bytes(bytes: &[u8]) -> Option<Request> {
 }
 
 fn decode_request(r: &mut Reader<'_>) -> Option<Request> {
-    let op = *Op::ALL.get(usize::from(r.u8()?))?;
+    let byte = r.u8()?;
+    let op = *Op::ALL.get(usize::from(byte & !MERCHANT_FOLLOWS))?;
+    let mut request = decode_fields(op, r)?;
+    if byte & MERCHANT_FOLLOWS != 0 {
+        let named = r.u64()?;
+        match &mut request {
+            Request::Debit { merchant, .. } | Request::Authorize { merchant, .. } => {
+                *merchant = Some(named);
+            }
+            _ => return None,
+        }
+    }
+    Some(request)
+}
+
+fn decode_fields(op: Op, r: &mut Reader<'_>) -> Option<Request> {
     Some(match op {
         Op::OpenAccount => Request::OpenAccount {
             account: r.u64()?,
@@ -593,12 +656,14 @@ fn decode_request(r: &mut Reader<'_>) -> Option<Request> {
             id: r.u64()?,
             account: r.u64()?,
             amount: r.required_amount()?,
+            merchant: None,
         },
         Op::Authorize => Request::Authorize {
             id: r.u64()?,
             account: r.u64()?,
             amount: r.required_amount()?,
             expires_in_ms: r.opt_u64()?,
+            merchant: None,
         },
         Op::Increment => Request::Increment {
             id: r.u64()?,
@@ -661,6 +726,18 @@ fn decode_request(r: &mut Reader<'_>) -> Option<Request> {
             id: r.u64()?,
         },
         Op::AdvanceClock => Request::AdvanceClock { ms: r.u64()? },
+        Op::OpenMerchant => Request::OpenMerchant {
+            merchant: r.u64()?,
+            currency: match r.u8()? {
+                u8::MAX => None,
+                c => Some(*Currency::ALL.get(usize::from(c))?),
+            },
+            fee_bps: match r.opt_u64()? {
+                None => None,
+                Some(bps) => Some(u16::try_from(bps).ok()?),
+            },
+        },
+        Op::Merchant => Request::Merchant { merchant: r.u64()? },
     })
 }
 
@@ -691,12 +768,14 @@ mod tests {
                 id: 3,
                 account: 4,
                 amount: a,
+                merchant: None,
             },
             Request::Authorize {
                 id: 5,
                 account: 6,
                 amount: a,
                 expires_in_ms: Some(10),
+                merchant: None,
             },
             Request::Increment {
                 id: 7,
@@ -830,6 +909,7 @@ mod tests {
                     id: 1,
                     account: 2,
                     amount: AmountArg::parse("1.00"),
+                    merchant: None,
                 },
                 code: Code::Ok,
             },
@@ -905,7 +985,15 @@ mod tests {
         }
 
         fn encode_request(out: &mut Vec<u8>, request: &Request) {
-            out.push(request.op() as u8);
+            let merchant = request_merchant(request);
+            out.push(
+                request.op() as u8
+                    | if merchant.is_some() {
+                        MERCHANT_FOLLOWS
+                    } else {
+                        0
+                    },
+            );
             match *request {
                 Request::OpenAccount {
                     account,
@@ -925,6 +1013,7 @@ mod tests {
                     id,
                     account,
                     amount,
+                    ..
                 } => {
                     put_u64(out, id);
                     put_u64(out, account);
@@ -935,6 +1024,7 @@ mod tests {
                     account,
                     amount,
                     expires_in_ms,
+                    ..
                 } => {
                     put_u64(out, id);
                     put_u64(out, account);
@@ -1009,6 +1099,19 @@ mod tests {
                     put_u64(out, id);
                 }
                 Request::AdvanceClock { ms } => put_u64(out, ms),
+                Request::OpenMerchant {
+                    merchant,
+                    currency,
+                    fee_bps,
+                } => {
+                    put_u64(out, merchant);
+                    out.push(currency.map_or(u8::MAX, |c| c as u8));
+                    put_opt_u64(out, fee_bps.map(u64::from));
+                }
+                Request::Merchant { merchant } => put_u64(out, merchant),
+            }
+            if let Some(merchant) = merchant {
+                put_u64(out, merchant);
             }
         }
     }
@@ -1040,13 +1143,34 @@ mod tests {
                     id,
                     account,
                     amount,
+                    merchant: None,
+                },
+                Request::Debit {
+                    id,
+                    account,
+                    amount,
+                    merchant: Some(u64::MAX - id),
                 },
                 Request::Authorize {
                     id,
                     account,
                     amount,
                     expires_in_ms: expiry,
+                    merchant: None,
                 },
+                Request::Authorize {
+                    id,
+                    account,
+                    amount,
+                    expires_in_ms: expiry,
+                    merchant: Some(i as u64),
+                },
+                Request::OpenMerchant {
+                    merchant: id,
+                    currency: [None, Some(Currency::JPY)][i % 2],
+                    fee_bps: [None, Some(0), Some(10_000)][i % 3],
+                },
+                Request::Merchant { merchant: id },
                 Request::Increment {
                     id,
                     account,
@@ -1196,6 +1320,7 @@ mod tests {
                 id: 1,
                 account: 2,
                 amount: AmountArg::parse("1.00"),
+                merchant: None,
             },
             code: Code::Ok,
         };
