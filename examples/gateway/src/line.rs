@@ -186,6 +186,7 @@ mod tests {
             id: 7,
             account: 42,
             amount: AmountArg::parse(amount),
+            merchant: None,
         })
     }
 

@@ -125,9 +125,9 @@ fn route(method: Method, op: OpRoute) -> MethodRouter<AppState> {
     }
 }
 
-/// Every route. Issue 12's operations will slot in beside these (see
-/// README.md, "Routes"): `POST /merchants`, `GET /merchants/{merchant}`,
-/// `POST /merchants/{merchant}/settlements`, `POST
+/// Every route. Issue 12's operations still to come will slot in beside
+/// these (see README.md, "Routes"): `POST
+/// /merchants/{merchant}/settlements`, `POST
 /// /accounts/{account}/queued-debits`, `POST /batches`, `POST
 /// /accounts/{account}/close`, `GET /accounts/{account}/history`.
 pub fn router(state: AppState) -> Router {
@@ -180,6 +180,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/accounts/{account}/transactions/{id}",
             route(Method::GET, query(Op::Status)),
+        )
+        .route("/merchants", route(Method::POST, unkeyed(Op::OpenMerchant)))
+        .route(
+            "/merchants/{merchant}",
+            route(Method::GET, query(Op::Merchant)),
         )
         .route(
             "/clock/advance",
@@ -278,6 +283,7 @@ fn to_request(
             "account" => "account",
             "auth" => "auth",
             "id" => "id",
+            "merchant" => "merchant",
             other => unreachable!("route parameter {other} is not a request field"),
         };
         let value = line::parse_u64(text).ok_or_else(|| {
@@ -374,7 +380,7 @@ fn ok_body(outcome: &Outcome) -> String {
     body.push_str("{\"result\":\"");
     body.push_str(outcome.code.name());
     body.push('"');
-    match outcome.info {
+    match &outcome.info {
         Info::None => {}
         Info::Balance { currency, .. } => {
             if let Some([balance, held, available]) = outcome.balance_strings() {
@@ -390,6 +396,26 @@ fn ok_body(outcome: &Outcome) -> String {
                     body.push_str(value);
                     body.push('"');
                 }
+            }
+        }
+        Info::Merchant(m) => {
+            let e = m.currency.exponent();
+            body.push_str(",\"currency\":\"");
+            body.push_str(m.currency.code());
+            body.push_str("\",\"fee_bps\":");
+            body.push_str(&m.fee_bps.to_string());
+            body.push_str(",\"batches\":");
+            body.push_str(&m.batches.to_string());
+            for (name, value) in [
+                ("pending", m.pending),
+                ("settled_net", m.settled_net),
+                ("fees", m.fees),
+            ] {
+                body.push_str(",\"");
+                body.push_str(name);
+                body.push_str("\":\"");
+                body.push_str(&debitcore::money::format_minor_wide(value, e));
+                body.push('"');
             }
         }
         Info::Status { op, status } => {

@@ -24,8 +24,11 @@ pub fn http_status(code: Code) -> StatusCode {
         Code::InsufficientFunds | Code::LimitExceeded | Code::RiskRejected => {
             StatusCode::PAYMENT_REQUIRED
         }
-        Code::UnknownAccount | Code::AuthNotFound | Code::UnknownId => StatusCode::NOT_FOUND,
+        Code::UnknownAccount | Code::AuthNotFound | Code::UnknownId | Code::UnknownMerchant => {
+            StatusCode::NOT_FOUND
+        }
         Code::AccountExists
+        | Code::MerchantExists
         | Code::AccountFrozen
         | Code::AuthExpired
         | Code::AuthNotActive
@@ -33,6 +36,7 @@ pub fn http_status(code: Code) -> StatusCode {
         | Code::ClockNotManual => StatusCode::CONFLICT,
         Code::UnsupportedCurrency
         | Code::InvalidAmount
+        | Code::CurrencyMismatch
         | Code::IdConflict
         | Code::ExceedsAuthorized
         | Code::NotRefundable
@@ -73,6 +77,9 @@ pub fn message(code: Code) -> &'static str {
         }
         Code::ClockNotManual => "the engine runs on the wall clock (start with --clock manual)",
         Code::ShuttingDown => "the engine is shutting down: retry on another instance or later",
+        Code::MerchantExists => "a merchant with this id already exists",
+        Code::UnknownMerchant => "no merchant with this id",
+        Code::CurrencyMismatch => "the merchant's currency is not the account's",
     }
 }
 

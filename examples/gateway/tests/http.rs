@@ -179,6 +179,55 @@ fn every_operation_answers_over_http() {
 }
 
 #[test]
+fn merchants_are_paid_and_charged_back_over_http() {
+    let gateway = Gateway::start(&["--shards", "2"]);
+    gateway.funded(1, "USD", "100");
+    gateway.funded(2, "EUR", "100");
+    #[rustfmt::skip]
+    let steps = [
+        step("POST", "/merchants", None, r#"{"merchant":9,"currency":"USD","fee_bps":250}"#, 200, "ok"),
+        step("POST", "/merchants", None, r#"{"merchant":9,"currency":"EUR"}"#, 409, "merchant_exists"),
+        step("POST", "/merchants", None, r#"{"merchant":8,"currency":"USD","fee_bps":10001}"#, 400, "malformed"),
+        step("POST", "/accounts/1/debits", Some(2), r#"{"amount":"12.50","merchant":9}"#, 200, "ok"),
+        step("POST", "/accounts/1/debits", Some(3), r#"{"amount":"1","merchant":7}"#, 404, "unknown_merchant"),
+        step("POST", "/accounts/2/debits", Some(2), r#"{"amount":"1","merchant":9}"#, 422, "currency_mismatch"),
+        step("POST", "/accounts/1/holds", Some(4), r#"{"amount":"10","merchant":9}"#, 200, "ok"),
+        step("POST", "/accounts/1/holds/4/captures", Some(5), r#"{"amount":"6"}"#, 200, "ok"),
+        step("POST", "/accounts/1/refunds", Some(6), r#"{"of":2,"amount":"2.50"}"#, 200, "ok"),
+        step("GET", "/merchants/7", None, "", 404, "unknown_merchant"),
+        step("GET", "/merchants/x", None, "", 400, "malformed"),
+    ];
+    for step in &steps {
+        check(&gateway, step);
+    }
+    // Cleared 12.50 + 6 = 18.50, charged back 2.50.
+    let figures = gateway.get("/merchants/9");
+    assert_eq!(figures.status, 200, "{}", figures.text);
+    let want = serde_json::json!({
+        "result": "ok", "currency": "USD", "fee_bps": 250, "batches": 0,
+        "pending": "16.00", "settled_net": "0.00", "fees": "0.00",
+    });
+    assert_eq!(figures.body, want, "{}", figures.text);
+    assert_balance(&gateway, 1, ["84.00", "0.00", "84.00"], "paying a merchant");
+    // A merchant's debit replays like any other.
+    let again = gateway.call(
+        "POST",
+        "/accounts/1/debits",
+        Some(2),
+        r#"{"amount":"12.5","merchant":9}"#,
+    );
+    assert!(again.replayed && again.status == 200, "{again:?}");
+    let conflict = r#"{"amount":"12.50"}"#;
+    post(
+        &gateway,
+        "/accounts/1/debits",
+        2,
+        conflict,
+        (422, "id_conflict"),
+    );
+}
+
+#[test]
 fn advance_clock_needs_the_manual_clock() {
     let gateway = Gateway::start(&["--shards", "1"]);
     check(
