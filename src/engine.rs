@@ -1405,7 +1405,8 @@ impl Drop for Client {
 
 /// The shared state of one `submit_async`.
 struct FutureSlot {
-    /// Shards still to answer (more than one only for `advance_clock`).
+    /// Shards still to answer (more than one only for requests that go to
+    /// every shard: `advance_clock`, `open_merchant`, `merchant`).
     remaining: AtomicUsize,
     state: Mutex<(Option<Outcome>, Option<Waker>)>,
     /// A shard will never answer: its worker panicked.
