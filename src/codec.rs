@@ -95,6 +95,38 @@ pub fn write_outcome(out: &mut String, line: u64, outcome: &Outcome) {
                 out.push('"');
             }
         }
+        Info::Settlement(b) => {
+            let e = b.currency.exponent();
+            out.push_str(", \"batch\": ");
+            push_u64(out, b.batch);
+            out.push_str(", \"count\": ");
+            push_u64(out, b.count);
+            for (name, value) in [
+                ("gross", b.gross),
+                ("refunded", b.refunded),
+                ("fee", b.fee),
+                ("net", b.net),
+            ] {
+                out.push_str(", \"");
+                out.push_str(name);
+                out.push_str("\": \"");
+                out.push_str(&format_minor_wide(value, e));
+                out.push('"');
+            }
+        }
+        Info::Batch(b) => {
+            for (name, value) in [
+                ("applied", b.applied),
+                ("ok", b.ok),
+                ("held", b.held),
+                ("rejected", b.rejected),
+            ] {
+                out.push_str(", \"");
+                out.push_str(name);
+                out.push_str("\": ");
+                push_u64(out, value);
+            }
+        }
     }
     out.push('}');
 }
@@ -791,6 +823,17 @@ impl Fields<'_> {
             "merchant" => Request::Merchant {
                 merchant: self.id(F_MERCHANT)?,
             },
+            "queue_debit" => Request::QueueDebit {
+                id: self.id(F_ID)?,
+                account: self.id(F_ACCOUNT)?,
+                amount: self.amount(F_AMOUNT)?,
+                merchant: self.opt_merchant()?,
+            },
+            "run_batch" => Request::RunBatch,
+            "settle" => Request::Settle {
+                id: self.id(F_ID)?,
+                merchant: self.id(F_MERCHANT)?,
+            },
             other => return Err(format!("unknown op {}", Quoted(other))),
         };
         Ok(request)
@@ -1021,6 +1064,40 @@ mod tests {
             (
                 r#"{"op":"advance_clock","ms":1000}"#,
                 Req(Request::AdvanceClock { ms: 1000 }),
+            ),
+            (
+                r#"{"op":"queue_debit","id":3,"account":7,"amount":"2.5","merchant":9}"#,
+                Req(Request::QueueDebit {
+                    id: 3,
+                    account: 7,
+                    amount: amt("2.5"),
+                    merchant: Some(9),
+                }),
+            ),
+            (
+                r#"{"op":"queue_debit","id":3,"account":7,"amount":"2.5","merchant":null}"#,
+                Req(Request::QueueDebit {
+                    id: 3,
+                    account: 7,
+                    amount: amt("2.5"),
+                    merchant: None,
+                }),
+            ),
+            (r#"{"op":"run_batch"}"#, Req(Request::RunBatch)),
+            (
+                r#"{"op":"settle","id":4,"merchant":0}"#,
+                Req(Request::Settle { id: 4, merchant: 0 }),
+            ),
+            (r#"{"op":"settle","id":4}"#, Bad("merchant")),
+            (r#"{"op":"settle","merchant":4}"#, Bad("id")),
+            (r#"{"op":"settle","id":4,"merchant":"4"}"#, Bad("merchant")),
+            (
+                r#"{"op":"queue_debit","id":3,"account":7,"amount":2}"#,
+                Bad("amount"),
+            ),
+            (
+                r#"{"op":"queue_debit","id":3,"account":7,"amount":"2","merchant":-1}"#,
+                Bad("merchant"),
             ),
         ];
         for (line, want) in cases {

@@ -30,8 +30,8 @@ use crate::limits::{
     CLIENT_BATCH_SIZE_DEFAULT, CLIENT_IN_FLIGHT_MAX_DEFAULT, SHARD_COUNT_MAX, SPIN_LIMIT,
     WORKER_MESSAGES_PER_ROUND_MAX, WORKER_PARK_TIMEOUT_US,
 };
-use crate::outcome::{Code, Info, Outcome};
-use crate::request::{AccountId, Request};
+use crate::outcome::{Code, Info, Outcome, Settlement};
+use crate::request::{AccountId, MerchantId, Request, TxnId};
 use crate::risk::RiskPolicy;
 use crate::shard::{Shard, ShardStats};
 use crate::stats::Durations;
@@ -252,6 +252,51 @@ struct Done {
 enum Reply {
     Client(Arc<Inbox>),
     Future(FutureReply),
+    /// A settle's first step: every shard's answer, kept apart.
+    Gather(Arc<Gather>),
+    /// Nobody waits (a settle's second step: its outcome is known).
+    Discard,
+}
+
+/// The answers of every shard to one request, for a caller that waits for
+/// all of them and reads each (a settle's cut).
+struct Gather {
+    expected: usize,
+    answers: Mutex<Vec<Outcome>>,
+    all_in: Condvar,
+}
+
+impl Gather {
+    fn new(expected: usize) -> Gather {
+        Gather {
+            expected,
+            answers: Mutex::new(Vec::with_capacity(expected)),
+            all_in: Condvar::new(),
+        }
+    }
+
+    fn add(&self, outcome: Outcome) {
+        let mut answers = self.answers.lock();
+        answers.push(outcome);
+        if answers.len() == self.expected {
+            self.all_in.notify_all();
+        }
+    }
+
+    /// Blocks until every shard answered; panics, as a waiting client
+    /// does, if a worker panicked (its answer would never come).
+    fn wait(&self, failed: &AtomicBool) -> Vec<Outcome> {
+        let mut answers = self.answers.lock();
+        while answers.len() < self.expected {
+            if failed.load(Ordering::SeqCst) {
+                drop(answers);
+                panic!("debitcore: a shard worker panicked (see above); the engine cannot answer");
+            }
+            self.all_in
+                .wait_for(&mut answers, Duration::from_millis(10));
+        }
+        std::mem::take(&mut *answers)
+    }
 }
 
 /// Where a client's outcomes arrive, from any shard.
@@ -537,7 +582,37 @@ impl Inner {
         hash::range(hash::fold(account), self.ports.len())
     }
 
-    fn submit_async(&self, request: Request) -> OutcomeFuture {
+    fn submit_async(self: &Arc<Self>, request: Request) -> OutcomeFuture {
+        if let Request::Settle { id, merchant } = request {
+            // Two steps, the second made of the first's answers: on a
+            // thread of its own, so that no executor thread blocks.
+            let slot = Arc::new(FutureSlot {
+                remaining: AtomicUsize::new(1),
+                state: Mutex::new((None, None)),
+                failed: AtomicBool::new(false),
+            });
+            let reply = FutureReply(Some(Arc::clone(&slot)));
+            let inner = Arc::clone(self);
+            let spawned = std::thread::Builder::new()
+                .name("debitcore-settle".into())
+                .spawn(move || {
+                    let outcome = inner.settle(merchant, id);
+                    Reply::Future(reply).deliver(vec![Done {
+                        tag: 0,
+                        kind: Kind::User,
+                        broadcast: false,
+                        outcome,
+                    }]);
+                });
+            if spawned.is_err() {
+                return OutcomeFuture::ready(Outcome::new(Code::StorageUnavailable));
+            }
+            return OutcomeFuture {
+                slot: Some(slot),
+                ready: None,
+            };
+        }
+        let request = self.stamp(request);
         let broadcast = request.account().is_none();
         let shards: Vec<usize> = match request.account() {
             Some(account) => vec![self.shard_of(account)],
@@ -599,6 +674,121 @@ impl Inner {
     /// `clock_not_manual`).
     fn refuses_on_this_clock(&self, request: &Request) -> bool {
         self.clock == ClockMode::Wall && matches!(request, Request::AdvanceClock { .. })
+    }
+
+    /// `run_batch` under the wall clock takes one engine time, the same on
+    /// every shard: stamped here (every shard's clock reads the wall on its
+    /// own, a little apart). Other requests go as they are.
+    fn stamp(&self, request: Request) -> Request {
+        match request {
+            Request::RunBatch if self.clock == ClockMode::Wall => Request::run_batch_at(wall_ms()),
+            other => other,
+        }
+    }
+
+    /// `settle` (see `shard/merchants.rs`), under the broadcast lock for
+    /// both of its steps, so that no other broadcast comes between them:
+    /// every shard cuts its part (or answers a replay); the parts are
+    /// summed, the batch numbered and charged; the close with those figures
+    /// is numbered, made durable in the broadcast log and handed to every
+    /// shard. The outcome is handed back then: from there on it survives a
+    /// crash (recovery completes the close on every shard from that log),
+    /// and every later request of any client reaches each shard after the
+    /// close. The caller has handed its earlier requests over already.
+    fn settle(&self, merchant: MerchantId, id: TxnId) -> Outcome {
+        let mut broadcaster = self.broadcaster.lock();
+        if self.stopping.load(Ordering::SeqCst) {
+            return Outcome::new(Code::ShuttingDown);
+        }
+        let shards = self.ports.len();
+        let gather = Arc::new(Gather::new(shards));
+        for shard in 0..shards {
+            let item = Item {
+                tag: 0,
+                kind: Kind::User,
+                broadcast: false,
+                request: Request::Settle { id, merchant },
+            };
+            self.push(
+                shard,
+                Batch {
+                    items: vec![item],
+                    reply: Reply::Gather(Arc::clone(&gather)),
+                },
+            );
+        }
+        let parts = gather.wait(&self.failed);
+        if let Some(replay) = parts.iter().find(|o| o.replayed) {
+            // Seen before: every shard has its outcome (a shard that cut
+            // anyway, having forgotten it a moment sooner, keeps its cut
+            // pending for the merchant's next settle).
+            return replay.clone();
+        }
+        if let Some(refused) = parts.iter().find(|o| o.code != Code::Ok) {
+            // `unknown_merchant` (every shard), or a shard could not take
+            // it (its cut, if others made theirs, waits for the next one).
+            return Outcome::new(refused.code);
+        }
+        let mut sum: Option<Settlement> = None;
+        for part in &parts {
+            let Info::Settlement(part) = &part.info else {
+                unreachable!("an ok cut carries its part");
+            };
+            match &mut sum {
+                None => sum = Some(**part),
+                Some(sum) => {
+                    debug_assert_eq!(sum.batch, part.batch, "settled figures are alike");
+                    sum.count += part.count;
+                    sum.gross += part.gross;
+                    sum.refunded += part.refunded;
+                }
+            }
+        }
+        let mut figures = sum.expect("at least one shard");
+        let code = if figures.is_empty() {
+            figures = Settlement {
+                batch: 0,
+                ..figures
+            };
+            Code::NothingToSettle
+        } else {
+            figures.batch += 1;
+            // Clearings are > 0, so gross is >= 0 and division rounds down.
+            figures.fee = figures.gross * i128::from(figures.fee_bps) / 10_000;
+            figures.net = figures.gross - figures.refunded - figures.fee;
+            Code::Ok
+        };
+        let close = Request::settle_close(merchant, id, code, figures);
+        if broadcaster.number(&close).is_none() {
+            // Every part stays cut and pending; a retry cuts again (taking
+            // them in) and closes.
+            return Outcome::new(Code::StorageUnavailable);
+        }
+        for shard in 0..shards {
+            let item = Item {
+                tag: 0,
+                kind: Kind::User,
+                broadcast: false,
+                request: close.clone(),
+            };
+            self.push(
+                shard,
+                Batch {
+                    items: vec![item],
+                    reply: Reply::Discard,
+                },
+            );
+        }
+        drop(broadcaster);
+        Outcome {
+            code,
+            replayed: false,
+            info: if code == Code::Ok {
+                Info::Settlement(Box::new(figures))
+            } else {
+                Info::None
+            },
+        }
     }
 
     fn push(&self, shard: usize, batch: Batch) {
@@ -686,7 +876,12 @@ fn changes_state(request: &Request, outcome: &Outcome) -> bool {
         Request::Balance { .. } | Request::Status { .. } | Request::Merchant { .. } => false,
         // Every shard counts these (`Shard::broadcasts`), refused or not:
         // replay must count them too.
-        Request::AdvanceClock { .. } | Request::OpenMerchant { .. } => true,
+        Request::AdvanceClock { .. }
+        | Request::OpenMerchant { .. }
+        | Request::RunBatch
+        | Request::Internal(_) => true,
+        // A cut: a replay or an unknown merchant changed nothing.
+        Request::Settle { .. } => outcome.code == Code::Ok && !outcome.replayed,
         Request::OpenAccount { .. }
         | Request::Freeze { .. }
         | Request::Unfreeze { .. }
@@ -1050,6 +1245,12 @@ impl Reply {
                     slot.complete(d.outcome);
                 }
             }
+            Reply::Gather(gather) => {
+                for d in done {
+                    gather.add(d.outcome);
+                }
+            }
+            Reply::Discard => {}
         }
     }
 }
@@ -1075,6 +1276,12 @@ fn combine(so_far: Option<Outcome>, next: Outcome) -> Outcome {
             "settled figures are alike on every shard"
         );
         sum.pending += part.pending;
+    }
+    if let (Info::Batch(sum), Info::Batch(part)) = (&mut so_far.info, &next.info) {
+        sum.applied += part.applied;
+        sum.ok += part.ok;
+        sum.held += part.held;
+        sum.rejected += part.rejected;
     }
     so_far
 }
@@ -1259,7 +1466,19 @@ impl Client {
             None if self.inner.refuses_on_this_clock(&request) => {
                 self.finish(tag, kind, Outcome::new(Code::ClockNotManual));
             }
+            None if matches!(request, Request::Settle { .. }) => {
+                // Behind everything this client sent before it; its cut
+                // is answered before `send` returns, so the client's later
+                // requests come after it on every shard.
+                let Request::Settle { id, merchant } = request else {
+                    unreachable!()
+                };
+                self.flush();
+                let outcome = self.inner.settle(merchant, id);
+                self.finish(tag, kind, outcome);
+            }
             None => {
+                let request = self.inner.stamp(request);
                 // Behind everything this client sent before it, on every
                 // shard; then alone, numbered, in the one order of all
                 // broadcasts (see `Broadcaster`).

@@ -24,8 +24,8 @@
 
 use crate::hash;
 use crate::limits::DEDUP_WINDOW_MS_DEFAULT;
-use crate::money::AmountArg;
-use crate::request::{AccountId, Request};
+use crate::money::{format_minor_wide, AmountArg};
+use crate::request::{AccountId, Internal, Request, Step};
 use crate::shard::Shard;
 use crate::wal::record::{self, Frame, Record};
 use crate::wal::segment::MAGIC as SEGMENT_MAGIC;
@@ -1196,6 +1196,55 @@ pub fn write_request_json(out: &mut String, request: &Request) {
             num(out, "fee_bps", u64::from(fee_bps.unwrap_or(0)));
         }
         Request::Merchant { merchant } => num(out, "merchant", merchant),
+        Request::QueueDebit {
+            id,
+            account,
+            amount: a,
+            merchant,
+        } => {
+            num(out, "id", id);
+            num(out, "account", account);
+            amount(out, "amount", Some(a));
+            if let Some(merchant) = merchant {
+                num(out, "merchant", merchant);
+            }
+        }
+        Request::RunBatch => {}
+        Request::Settle { id, merchant } => {
+            num(out, "id", id);
+            num(out, "merchant", merchant);
+        }
+        // The engine's own steps: not request lines a user could send, so
+        // `step` says which (codec::parse_line ignores fields an op does
+        // not name, and would read them as the user's request).
+        Request::Internal(Internal(ref step)) => match **step {
+            Step::RunBatchAt { at_ms } => {
+                let _ = write!(out, ",\"step\":\"stamped\"");
+                num(out, "at_ms", at_ms);
+            }
+            Step::SettleClose {
+                merchant,
+                id,
+                code,
+                ref figures,
+            } => {
+                let _ = write!(out, ",\"step\":\"close\"");
+                num(out, "id", id);
+                num(out, "merchant", merchant);
+                let _ = write!(out, ",\"result\":\"{}\"", code.name());
+                num(out, "batch", figures.batch);
+                num(out, "count", figures.count);
+                let e = figures.currency.exponent();
+                for (name, v) in [
+                    ("gross", figures.gross),
+                    ("refunded", figures.refunded),
+                    ("fee", figures.fee),
+                    ("net", figures.net),
+                ] {
+                    let _ = write!(out, ",\"{name}\":\"{}\"", format_minor_wide(v, e));
+                }
+            }
+        },
     }
     out.push('}');
 }

@@ -200,8 +200,8 @@ pub use engine::{
     Client, ClockMode, Engine, EngineConfig, OutcomeFuture, RecoveryReport, Submitter,
 };
 pub use money::{AmountArg, Currency};
-pub use outcome::{Code, Info, MerchantFigures, Outcome};
-pub use request::{AccountId, LimitsArg, MerchantId, Op, Request, TxnId, VelocityArg};
+pub use outcome::{BatchFigures, Code, Info, MerchantFigures, Outcome, Settlement};
+pub use request::{AccountId, Internal, LimitsArg, MerchantId, Op, Request, TxnId, VelocityArg};
 pub use risk::{RiskContext, RiskDecision, RiskPolicy, SpecRules};
 pub use stats::{Durations, ShardStats};
 pub use wal::{Durability, OpenError, WalOptions};

@@ -101,12 +101,18 @@ pub enum Code {
     /// From `debit` and `authorize`: the merchant named has another
     /// currency than the account.
     CurrencyMismatch,
+    /// Not a rejection: from `queue_debit`, the debit waits for the next
+    /// `run_batch` (and `status` reports it until then).
+    Queued,
+    /// From `settle`: the merchant's current batch has no clearing and no
+    /// charge-back. Remembered under the settle's key like any rejection.
+    NothingToSettle,
 }
 
 impl Code {
     /// Every code, in discriminant order (`ALL[code as usize] == code`);
     /// the discriminant is the byte the key table and the log store.
-    pub const ALL: [Code; 25] = [
+    pub const ALL: [Code; 27] = [
         Code::Ok,
         Code::HeldForReview,
         Code::AccountExists,
@@ -132,6 +138,8 @@ impl Code {
         Code::MerchantExists,
         Code::UnknownMerchant,
         Code::CurrencyMismatch,
+        Code::Queued,
+        Code::NothingToSettle,
     ];
 
     /// The SPEC spelling (`"insufficient_funds"`, ...).
@@ -162,6 +170,8 @@ impl Code {
             Code::MerchantExists => "merchant_exists",
             Code::UnknownMerchant => "unknown_merchant",
             Code::CurrencyMismatch => "currency_mismatch",
+            Code::Queued => "queued",
+            Code::NothingToSettle => "nothing_to_settle",
         }
     }
 
@@ -215,6 +225,53 @@ pub enum Info {
     },
     /// The answer to `merchant` (boxed: most outcomes carry nothing).
     Merchant(Box<MerchantFigures>),
+    /// The figures of a `settle` (`ok`, and a replay of it).
+    Settlement(Box<Settlement>),
+    /// What a `run_batch` applied, summed over every shard.
+    Batch(Box<BatchFigures>),
+}
+
+/// One settlement batch of a merchant, in minor units of its currency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    /// The merchant's currency.
+    pub currency: Currency,
+    /// The merchant's fee rate, basis points.
+    pub fee_bps: u16,
+    /// The batch's number: 1 for the merchant's first ok settle, then 2, 3, ...
+    pub batch: u64,
+    /// Clearings in the batch (ok debits, queued debits applied ok, ok
+    /// captures; charge-backs are not counted).
+    pub count: u64,
+    /// The clearings' sum.
+    pub gross: i128,
+    /// The charge-backs' sum (ok refunds of cleared originals, whichever
+    /// batch those were in).
+    pub refunded: i128,
+    /// `gross * fee_bps / 10,000`, rounded down.
+    pub fee: i128,
+    /// `gross - refunded - fee`; below zero when the merchant owes it.
+    pub net: i128,
+}
+
+impl Settlement {
+    /// Whether the batch holds neither a clearing nor a charge-back.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0 && self.refunded == 0
+    }
+}
+
+/// What one `run_batch` did: the queued debits it applied and what they got.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchFigures {
+    /// Queued debits applied (the sum of the three below).
+    pub applied: u64,
+    /// Those that got `ok`.
+    pub ok: u64,
+    /// Those held for review.
+    pub held: u64,
+    /// Those rejected (any rejection, `risk_rejected` included).
+    pub rejected: u64,
 }
 
 /// A merchant's figures, in minor units of its currency. Exact whatever

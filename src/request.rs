@@ -182,6 +182,65 @@ pub enum Request {
         /// The merchant asked about.
         merchant: MerchantId,
     },
+    /// `queue_debit`: a debit accepted now (`queued`) and applied at the
+    /// next `run_batch`, as a `debit` with these fields arriving then.
+    /// Nothing is reserved or moved until then.
+    QueueDebit {
+        /// The request's id; with `account`, its idempotency key (and the
+        /// key its batch's result is reported under).
+        id: TxnId,
+        /// The account to debit at the batch.
+        account: AccountId,
+        /// Major units, > 0, at most the currency's exponent of decimals.
+        amount: AmountArg,
+        /// The merchant paid: if its batch applies it with `ok`, it clears.
+        merchant: Option<MerchantId>,
+    },
+    /// `run_batch`: every shard applies the debits queued before it, in the
+    /// order they were queued, at one engine time. Goes to every shard.
+    RunBatch,
+    /// `settle`: closes the merchant's current batch on every shard and
+    /// answers its figures ([`Info::Settlement`](crate::Info::Settlement)).
+    /// Keyed by (merchant, id), a key space of its own: a key seen before
+    /// always replays.
+    Settle {
+        /// The settle's id; with `merchant`, its idempotency key.
+        id: TxnId,
+        /// The merchant settled.
+        merchant: MerchantId,
+    },
+    /// A step the engine takes on every shard on a user's behalf (the
+    /// second step of a `settle`, a `run_batch` stamped with one time); it
+    /// is written to the logs like any request. Nothing outside the crate
+    /// can make one.
+    Internal(Internal),
+}
+
+/// What [`Request::Internal`] carries; opaque outside the crate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Internal(pub(crate) Box<Step>);
+
+/// The engine's own steps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// `run_batch` under the wall clock, at the one engine time the engine
+    /// gave it (each shard's clock reads the wall on its own).
+    RunBatchAt {
+        /// Engine time, ms, of every debit the batch applies.
+        at_ms: u64,
+    },
+    /// The second step of `settle`: every shard's part was cut (the first
+    /// step, [`Request::Settle`] itself); these are the sums, the batch
+    /// number and the outcome, which every shard records under the settle
+    /// key.
+    SettleClose {
+        merchant: MerchantId,
+        id: TxnId,
+        /// `Ok`, or `NothingToSettle` (a batch with nothing in it).
+        code: crate::Code,
+        /// The outcome's figures (for `NothingToSettle`, zeros).
+        figures: crate::Settlement,
+    },
 }
 
 /// `set_limits` fields as sent; an omitted field means "no such limit".
@@ -254,11 +313,17 @@ pub enum Op {
     OpenMerchant,
     /// [`Request::Merchant`].
     Merchant,
+    /// [`Request::QueueDebit`].
+    QueueDebit,
+    /// [`Request::RunBatch`].
+    RunBatch,
+    /// [`Request::Settle`] (and the engine's second step of one).
+    Settle,
 }
 
 impl Op {
     /// Every op, in discriminant order (`ALL[op as usize] == op`).
-    pub const ALL: [Op; 16] = [
+    pub const ALL: [Op; 19] = [
         Op::OpenAccount,
         Op::Deposit,
         Op::Debit,
@@ -275,6 +340,9 @@ impl Op {
         Op::AdvanceClock,
         Op::OpenMerchant,
         Op::Merchant,
+        Op::QueueDebit,
+        Op::RunBatch,
+        Op::Settle,
     ];
 
     /// The SPEC name of the op (`"open_account"`, ...).
@@ -296,6 +364,9 @@ impl Op {
             Op::AdvanceClock => "advance_clock",
             Op::OpenMerchant => "open_merchant",
             Op::Merchant => "merchant",
+            Op::QueueDebit => "queue_debit",
+            Op::RunBatch => "run_batch",
+            Op::Settle => "settle",
         }
     }
 
@@ -330,11 +401,19 @@ impl Request {
             Request::AdvanceClock { .. } => Op::AdvanceClock,
             Request::OpenMerchant { .. } => Op::OpenMerchant,
             Request::Merchant { .. } => Op::Merchant,
+            Request::QueueDebit { .. } => Op::QueueDebit,
+            Request::RunBatch => Op::RunBatch,
+            Request::Settle { .. } => Op::Settle,
+            Request::Internal(Internal(step)) => match **step {
+                Step::RunBatchAt { .. } => Op::RunBatch,
+                Step::SettleClose { .. } => Op::Settle,
+            },
         }
     }
 
     /// The account the request touches; `None` for the requests that go to
-    /// every shard (`advance_clock`, `open_merchant`, `merchant`).
+    /// every shard (`advance_clock`, `open_merchant`, `merchant`,
+    /// `run_batch`, `settle`).
     pub fn account(&self) -> Option<AccountId> {
         match *self {
             Request::OpenAccount { account, .. }
@@ -349,22 +428,52 @@ impl Request {
             | Request::Freeze { account }
             | Request::Unfreeze { account }
             | Request::Balance { account }
-            | Request::Status { account, .. } => Some(account),
+            | Request::Status { account, .. }
+            | Request::QueueDebit { account, .. } => Some(account),
             Request::AdvanceClock { .. }
             | Request::OpenMerchant { .. }
-            | Request::Merchant { .. } => None,
+            | Request::Merchant { .. }
+            | Request::RunBatch
+            | Request::Settle { .. }
+            | Request::Internal(_) => None,
         }
     }
 
     /// Whether this request goes to every shard and changes state there:
     /// such requests are numbered and written to the broadcast log before
     /// any shard is given one (`wal/broadcasts.rs`). Queries that go to
-    /// every shard (`merchant`) are not.
+    /// every shard (`merchant`) are not, nor is a `settle`'s first step
+    /// (its cut: a crash that leaves it on some shards only leaves their
+    /// parts cut and pending, which the next cut of that merchant takes in;
+    /// see `shard/merchants.rs`); its second step is.
     pub fn is_numbered_broadcast(&self) -> bool {
         matches!(
             self,
-            Request::AdvanceClock { .. } | Request::OpenMerchant { .. }
+            Request::AdvanceClock { .. }
+                | Request::OpenMerchant { .. }
+                | Request::RunBatch
+                | Request::Internal(_)
         )
+    }
+
+    /// The engine's second step of a settle (crate-internal).
+    pub(crate) fn settle_close(
+        merchant: MerchantId,
+        id: TxnId,
+        code: crate::Code,
+        figures: crate::Settlement,
+    ) -> Request {
+        Request::Internal(Internal(Box::new(Step::SettleClose {
+            merchant,
+            id,
+            code,
+            figures,
+        })))
+    }
+
+    /// `run_batch` at one engine time for every shard (crate-internal).
+    pub(crate) fn run_batch_at(at_ms: u64) -> Request {
+        Request::Internal(Internal(Box::new(Step::RunBatchAt { at_ms })))
     }
 }
 

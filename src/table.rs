@@ -30,8 +30,9 @@ pub(crate) struct KeyRecord {
     /// Account slot in its shard (from 1); `SLOT_EMPTY` (0) marks a free
     /// table cell, so a zero-filled table is an empty one.
     pub slot: u32,
-    /// `Op as u8`, or'ed with `PAYLOAD_MINOR` when `payload` is an amount.
-    /// Ops are below 128 (`OP_MASK`), so the high bit is free.
+    /// `Op as u8`, or'ed with `PAYLOAD_MINOR` when `payload` is an amount
+    /// and with `BATCHED` for a queued debit its batch applied. Ops are
+    /// below 64 (`OP_MASK`), so the two high bits are free.
     op: u8,
     pub code: u8,
     /// Dedup-window generation of first processing, modulo 2^16.
@@ -56,7 +57,10 @@ pub(crate) enum Payload {
 
 /// The bit of `KeyRecord::op` that marks a `Payload::Minor`.
 const PAYLOAD_MINOR: u8 = 0x80;
-const OP_MASK: u8 = !PAYLOAD_MINOR;
+/// The bit of `KeyRecord::op` that marks a queued debit its batch applied
+/// (its `code` is then the batch's result; its own answer was `queued`).
+const BATCHED: u8 = 0x40;
+const OP_MASK: u8 = !(PAYLOAD_MINOR | BATCHED);
 const _: () = assert!(crate::request::Op::ALL.len() <= OP_MASK as usize + 1);
 
 impl KeyRecord {
@@ -83,6 +87,20 @@ impl KeyRecord {
     #[inline]
     pub fn op(&self) -> u8 {
         self.op & OP_MASK
+    }
+
+    /// A queued debit's key, once its batch applied it: `code` is the
+    /// result it got there, from generation `generation` on.
+    pub fn set_batch_result(&mut self, code: u8, generation: u16) {
+        self.op |= BATCHED;
+        self.code = code;
+        self.generation = generation;
+    }
+
+    /// Whether this is a queued debit that its batch applied (a replay of
+    /// it still answers `queued`).
+    pub fn batched(&self) -> bool {
+        self.op & BATCHED != 0
     }
 
     #[inline]
@@ -616,6 +634,16 @@ impl KeyTable {
     #[inline]
     pub fn get(&self, slot: u32, id: u64) -> Option<&KeyRecord> {
         self.probe(slot, id).ok().map(|found| self.record(found))
+    }
+
+    /// The key's record, to change its result and generation (a queued
+    /// debit's, when its batch applies it); never its key or payload.
+    pub fn get_mut(&mut self, slot: u32, id: u64) -> Option<&mut KeyRecord> {
+        let found = self.probe(slot, id).ok()?;
+        Some(match (&mut self.old, found.in_old) {
+            (Some(old), true) => &mut old.cells[found.index],
+            _ => &mut self.current.cells[found.index],
+        })
     }
 
     /// Makes room for one more key and moves a few cells of an old table,

@@ -57,7 +57,7 @@ impl Shard {
     /// custom policy, or for a merchant: out of line, so that the plain
     /// path above stays small where it is inlined.
     #[inline(never)]
-    fn debit_checked(
+    pub(super) fn debit_checked(
         &mut self,
         slot: u32,
         id: TxnId,

@@ -95,6 +95,7 @@ impl Shard {
     /// generation change is finished first.
     pub(super) fn forget_before(&mut self, generation: u64) {
         self.sweep_keys_some(usize::MAX);
+        self.forget_settles(generation);
         let jumped = generation - self.swept_generation >= 2;
         self.holds.retain(|_, hold| {
             hold.state == HoldState::Active || generation - hold.ended_generation < 2
@@ -137,7 +138,9 @@ impl Shard {
             let old = record.generation != current
                 && (jumped || current.wrapping_sub(record.generation) >= 2);
             let key = (record.slot, record.id);
-            if !old || holds.contains_key(&key) {
+            // A queued debit's key waits for its batch, which gives it a
+            // new generation.
+            if !old || holds.contains_key(&key) || record.code == Code::Queued as u8 {
                 return false;
             }
             refunded.remove(&key);

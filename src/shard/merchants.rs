@@ -7,10 +7,41 @@
 //! debit for a merchant touches only its own shard's tables, whichever
 //! shards the merchant's other payers are on: no cross-shard wait and no
 //! shared lock on the hot path. A `merchant` query sums the shards' parts.
+//!
+//! `settle` is two steps, each of which every shard takes at its place in
+//! the one order of broadcasts (the engine holds its broadcast lock across
+//! both, so no other broadcast comes between them):
+//!
+//! 1. the *cut* ([`Request::Settle`] itself): a shard that has seen the
+//!    settle key answers its recorded outcome (a replay); otherwise it
+//!    moves its current part into the merchant's `cut`, under the settle's
+//!    id, and answers what the cut holds. Not numbered: if a crash (or a
+//!    refusal on another shard) keeps the second step from coming, the cut
+//!    stays pending: `merchant` counts it in `pending`, and the next cut
+//!    of the merchant takes it in (a cut adds to the cut), so no clearing
+//!    is lost or counted twice.
+//! 2. the *close* (the engine's `SettleClose`, numbered and in the
+//!    broadcast log before any shard has it, so every shard gets it or
+//!    none does, across a crash too): the summed figures, with the batch
+//!    number and the result; every shard records them under the key, adds
+//!    them to the merchant's settled figures, and empties the cut.
 
 use super::*;
-use crate::outcome::MerchantFigures;
+use crate::outcome::{MerchantFigures, Settlement};
 use crate::request::MerchantId;
+
+/// A settle's outcome: its code, and its figures when it is `ok`.
+pub(super) fn settle_outcome(code: Code, figures: Settlement, replayed: bool) -> Outcome {
+    Outcome {
+        code,
+        replayed,
+        info: if code == Code::Ok {
+            Info::Settlement(Box::new(figures))
+        } else {
+            Info::None
+        },
+    }
+}
 
 /// One merchant as a shard knows it.
 #[derive(Clone, Copy, Debug)]
@@ -24,6 +55,19 @@ pub(super) struct Merchant {
     pub(super) batches: u64,
     pub(super) settled_net: i128,
     pub(super) fees: i128,
+    /// The part cut by a settle whose close has not come (yet): the id of
+    /// the last settle that cut it, and what it holds (every part cut
+    /// since the last close).
+    pub(super) cut: Option<(TxnId, Part)>,
+}
+
+/// A settle key's remembered outcome (the same on every shard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SettleKey {
+    pub(super) code: Code,
+    pub(super) figures: Settlement,
+    /// Dedup-window generation when it was settled: forgotten as keys are.
+    pub(super) generation: u64,
 }
 
 /// A shard's part of a merchant's batch, minor units.
@@ -37,7 +81,95 @@ pub(super) struct Part {
     pub(super) refunded: i128,
 }
 
+impl Part {
+    fn add(&mut self, other: Part) {
+        self.count += other.count;
+        self.gross += other.gross;
+        self.refunded += other.refunded;
+    }
+}
+
+impl Merchant {
+    /// Clearings minus charge-backs not yet settled: the current part and
+    /// any cut still waiting for its close.
+    fn pending(&self) -> i128 {
+        let cut = self.cut.map_or(0, |(_, p)| p.gross - p.refunded);
+        self.part.gross - self.part.refunded + cut
+    }
+}
+
 impl Shard {
+    /// `settle`, first step (see the module doc): `unknown_merchant` (not
+    /// remembered), a replay of the key's outcome, or this shard's cut: its
+    /// part, with the merchant's figures the engine needs to number and
+    /// charge the batch.
+    pub(super) fn settle_cut(&mut self, merchant: MerchantId, id: TxnId) -> Outcome {
+        if let Some(key) = self.settles.get(&(merchant, id)) {
+            return settle_outcome(key.code, key.figures, true);
+        }
+        let Some(m) = self.merchants.get_mut(&merchant) else {
+            return Outcome::new(Code::UnknownMerchant);
+        };
+        let mut cut = m.cut.map_or(Part::default(), |(_, p)| p);
+        cut.add(std::mem::take(&mut m.part));
+        m.cut = Some((id, cut));
+        let figures = Settlement {
+            currency: m.currency,
+            fee_bps: m.fee_bps,
+            batch: m.batches,
+            count: cut.count,
+            gross: cut.gross,
+            refunded: cut.refunded,
+            fee: 0,
+            net: 0,
+        };
+        settle_outcome(Code::Ok, figures, false)
+    }
+
+    /// `settle`, second step: records the outcome under the key, and for
+    /// an ok batch adds it to the merchant's settled figures; the cut is
+    /// settled (or was empty) either way.
+    pub(super) fn settle_close(
+        &mut self,
+        merchant: MerchantId,
+        id: TxnId,
+        code: Code,
+        figures: Settlement,
+    ) -> Outcome {
+        let generation = self.generation();
+        let Some(m) = self.merchants.get_mut(&merchant) else {
+            debug_assert!(false, "a close names a merchant its cut found");
+            return Outcome::new(Code::UnknownMerchant);
+        };
+        let cut = m.cut.take();
+        debug_assert!(
+            matches!(cut, Some((cut_id, _)) if cut_id == id),
+            "a close follows its own cut: {cut:?}"
+        );
+        if code == Code::Ok {
+            debug_assert_eq!(figures.batch, m.batches + 1);
+            m.batches = figures.batch;
+            m.settled_net += figures.net;
+            m.fees += figures.fee;
+        }
+        self.settles.insert(
+            (merchant, id),
+            SettleKey {
+                code,
+                figures,
+                generation,
+            },
+        );
+        Outcome::new(code)
+    }
+
+    /// Forgets settle keys two or more generations old (as `forget_before`
+    /// does account keys).
+    pub(super) fn forget_settles(&mut self, generation: u64) {
+        self.settles
+            .retain(|_, key| generation.saturating_sub(key.generation) < 2);
+    }
+
     /// `open_merchant`: `merchant_exists`, then `unsupported_currency`.
     pub(super) fn open_merchant(
         &mut self,
@@ -62,6 +194,7 @@ impl Shard {
                 batches: 0,
                 settled_net: 0,
                 fees: 0,
+                cut: None,
             },
         );
         Code::Ok
@@ -81,7 +214,7 @@ impl Shard {
                 currency: m.currency,
                 fee_bps: m.fee_bps,
                 batches: m.batches,
-                pending: m.part.gross - m.part.refunded,
+                pending: m.pending(),
                 settled_net: m.settled_net,
                 fees: m.fees,
             })),

@@ -41,13 +41,14 @@ use crate::index::AccountIndex;
 use crate::limits::{DAY_MS, HOLD_EXPIRES_IN_MS_DEFAULT, MINOR_UNITS_MAX};
 use crate::money::{AmountArg, Currency};
 use crate::outcome::{Code, Info, Outcome};
-use crate::request::{AccountId, LimitsArg, Op, Request, TxnId};
+use crate::request::{AccountId, Internal, LimitsArg, Op, Request, Step, TxnId};
 use crate::risk::{Limits, RiskContext, RiskDecision, RiskPolicy, SpecRules, Velocity};
 use crate::table::{KeyRecord, KeySpare, KeyTable, Payload, SWEEP_CELLS_PER_STEP};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 mod accounts;
+mod batch;
 mod debits;
 mod holds;
 mod invariants;
@@ -61,10 +62,11 @@ mod tests;
 
 use crate::request::MerchantId;
 use accounts::{Account, AccountExt, EXT_NONE};
+use batch::QueuedDebit;
 use holds::{Hold, HoldState};
 use keys::{fingerprint, optional_fingerprint, Fields, Forgetting};
-use merchants::Merchant;
 pub use merchants::FEE_BPS_MAX;
+use merchants::{Merchant, SettleKey};
 
 /// How many requests ahead of the one being applied [`Shard::apply_each`]
 /// prefetches account records and key cells (and twice as far, index
@@ -113,6 +115,13 @@ pub struct Shard {
     /// key (slot, id), for a refund's charge-back. Kept exactly as long as
     /// that key.
     cleared_to: WordMap<(u32, TxnId), MerchantId>,
+    /// Settle keys (merchant, id) and their outcomes; the same on every
+    /// shard. Forgotten as keys are.
+    settles: WordMap<(MerchantId, TxnId), SettleKey>,
+    /// Debits waiting for the next `run_batch`, in the order queued.
+    queued: Vec<QueuedDebit>,
+    /// How many of `queued` each account has (only accounts with some).
+    queued_per_slot: WordMap<u32, u32>,
     /// Hold expiries, earliest first; an entry whose hold moved its expiry
     /// (increment) or ended is stale and skipped when it comes up.
     timers: BinaryHeap<Reverse<(u64, u32, TxnId)>>,
@@ -163,6 +172,9 @@ impl Shard {
             capture_amounts: WordMap::default(),
             merchants: WordMap::default(),
             cleared_to: WordMap::default(),
+            settles: WordMap::default(),
+            queued: Vec::new(),
+            queued_per_slot: WordMap::default(),
             timers: BinaryHeap::new(),
             now_ms,
             today: now_ms / DAY_MS,
@@ -503,6 +515,48 @@ impl Shard {
                 Outcome::new(self.open_merchant(merchant, currency, fee_bps))
             }
             Request::Merchant { merchant } => self.merchant_figures(merchant),
+            Request::QueueDebit {
+                id,
+                account,
+                amount,
+                merchant,
+            } => {
+                let fields = match merchant {
+                    None => Fields::Amount(amount),
+                    Some(m) => {
+                        Fields::Hashed(fingerprint(Op::QueueDebit, &[amount.fingerprint(), 1, m]))
+                    }
+                };
+                let mut outcome =
+                    self.keyed(account, id, Op::QueueDebit, fields, |s, slot| {
+                        match s.merchant_allows(slot, merchant) {
+                            Code::Ok => s.queue_debit(slot, id, amount, merchant),
+                            refused => (refused, 0),
+                        }
+                    });
+                if outcome.replayed && self.queued_then_batched(account, id) {
+                    // Its own answer was `queued`, whatever its batch gave.
+                    outcome.code = Code::Queued;
+                }
+                outcome
+            }
+            Request::RunBatch => {
+                self.broadcasts += 1;
+                self.run_batch(None)
+            }
+            Request::Settle { id, merchant } => self.settle_cut(merchant, id),
+            Request::Internal(Internal(ref step)) => {
+                self.broadcasts += 1;
+                match **step {
+                    Step::RunBatchAt { at_ms } => self.run_batch(Some(at_ms)),
+                    Step::SettleClose {
+                        merchant,
+                        id,
+                        code,
+                        figures,
+                    } => self.settle_close(merchant, id, code, figures),
+                }
+            }
         };
         if let Some(account) = request.account() {
             self.debug_check_account(account);
@@ -547,7 +601,8 @@ impl Ahead {
             | Request::Increment { id, account, .. }
             | Request::Capture { id, account, .. }
             | Request::Void { id, account, .. }
-            | Request::Refund { id, account, .. } => (account, Some(id)),
+            | Request::Refund { id, account, .. }
+            | Request::QueueDebit { id, account, .. } => (account, Some(id)),
             _ => match request.account() {
                 Some(account) => (account, None),
                 None => return Ahead::NONE,

@@ -11,12 +11,7 @@ impl Shard {
         amount: Option<AmountArg>,
     ) -> (Code, i64) {
         let original = match self.keys.get(slot, of) {
-            Some(r)
-                if (r.op() == Op::Debit as u8 || r.op() == Op::Capture as u8)
-                    && r.code == Code::Ok as u8 =>
-            {
-                *r
-            }
+            Some(r) if is_refundable_op(r.op()) && r.code == Code::Ok as u8 => *r,
             _ => return (Code::NotRefundable, 0),
         };
         let moved = self.moved_by(&original);
@@ -70,7 +65,7 @@ impl Shard {
         for (&(slot, id), &amount) in &self.capture_amounts {
             // A capture's, or a merchant debit's.
             let is_capture = self.keys.get(slot, id).is_some_and(|r| {
-                (r.op() == Op::Capture as u8 || r.op() == Op::Debit as u8)
+                is_refundable_op(r.op())
                     && r.code == Code::Ok as u8
                     && matches!(r.payload(), Payload::Fingerprint(_))
             });
@@ -92,4 +87,10 @@ impl Shard {
         }
         Ok(())
     }
+}
+
+/// The ops whose ok outcome moved money a refund may return: a debit, a
+/// queued debit its batch applied with `ok`, a capture.
+fn is_refundable_op(op: u8) -> bool {
+    op == Op::Debit as u8 || op == Op::Capture as u8 || op == Op::QueueDebit as u8
 }

@@ -1,6 +1,7 @@
 //! Snapshots of a shard's tables, and reading them back.
 
 use super::*;
+use crate::outcome::Settlement;
 
 /// The format of [`Shard::encode_snapshot`]'s bytes, their first word.
 /// 1: the first format, whose bodies had no version word (`wal::snapshot`
@@ -9,8 +10,9 @@ use super::*;
 /// and ok captures' amounts in a table of their own. 3: holds carry their
 /// merchant; then merchants and where clearings went; and, last, the
 /// number of requests every shard sees (`Shard::broadcasts`) applied.
-/// All three are read.
-pub(crate) const SNAPSHOT_VERSION: u64 = 3;
+/// 4: then merchants' cuts waiting for their settle's close, settle keys,
+/// and the queued debits. All four are read.
+pub(crate) const SNAPSHOT_VERSION: u64 = 4;
 
 /// Snapshot encoding: every table, little-endian, in slot order. The
 /// snapshot file (`wal::snapshot`) frames and checksums it.
@@ -116,6 +118,42 @@ impl Shard {
             w.u64(merchant);
         }
         w.u64(self.broadcasts);
+        let cuts: Vec<_> = self
+            .merchants
+            .iter()
+            .filter_map(|(&m, merchant)| merchant.cut.map(|cut| (m, cut)))
+            .collect();
+        w.u64(cuts.len() as u64);
+        for (merchant, (id, part)) in cuts {
+            w.u64(merchant);
+            w.u64(id);
+            w.u64(part.count);
+            w.i128(part.gross);
+            w.i128(part.refunded);
+        }
+        w.u64(self.settles.len() as u64);
+        for (&(merchant, id), key) in &self.settles {
+            let f = &key.figures;
+            w.u64(merchant);
+            w.u64(id);
+            w.u64(key.code as u64);
+            w.u64(key.generation);
+            w.u64(f.currency as u64);
+            w.u64(u64::from(f.fee_bps));
+            w.u64(f.batch);
+            w.u64(f.count);
+            for v in [f.gross, f.refunded, f.fee, f.net] {
+                w.i128(v);
+            }
+        }
+        w.u64(self.queued.len() as u64);
+        for q in &self.queued {
+            w.u64(q.id);
+            w.i64(q.minor);
+            w.u64(q.merchant);
+            w.u64(u64::from(q.slot));
+            w.u64(u64::from(q.has_merchant));
+        }
     }
 
     /// Rebuilds a shard from [`Shard::encode_snapshot`]'s bytes; `None` if
@@ -294,6 +332,7 @@ impl Shard {
                     batches: r.u64()?,
                     settled_net,
                     fees,
+                    cut: None,
                 };
                 if shard.merchants.insert(id, merchant).is_some() {
                     return None;
@@ -306,6 +345,65 @@ impl Shard {
                 }
             }
             shard.broadcasts = r.u64()?;
+        }
+        if version >= 4 {
+            for _ in 0..r.len(56)? {
+                let (merchant, id) = (r.u64()?, r.u64()?);
+                let part = merchants::Part {
+                    count: r.u64()?,
+                    gross: r.i128()?,
+                    refunded: r.i128()?,
+                };
+                let m = shard.merchants.get_mut(&merchant)?;
+                if m.cut.replace((id, part)).is_some() {
+                    return None;
+                }
+            }
+            for _ in 0..r.len(128)? {
+                let key = (r.u64()?, r.u64()?);
+                let code = *Code::ALL.get(usize::try_from(r.u64()?).ok()?)?;
+                let generation = r.u64()?;
+                let figures = Settlement {
+                    currency: *Currency::ALL.get(usize::try_from(r.u64()?).ok()?)?,
+                    fee_bps: u16::try_from(r.u64()?).ok()?,
+                    batch: r.u64()?,
+                    count: r.u64()?,
+                    gross: r.i128()?,
+                    refunded: r.i128()?,
+                    fee: r.i128()?,
+                    net: r.i128()?,
+                };
+                let settled = SettleKey {
+                    code,
+                    figures,
+                    generation,
+                };
+                if shard.settles.insert(key, settled).is_some() {
+                    return None;
+                }
+            }
+            for _ in 0..r.len(40)? {
+                let q = QueuedDebit {
+                    id: r.u64()?,
+                    minor: r.i64()?,
+                    merchant: r.u64()?,
+                    slot: u32::try_from(r.u64()?).ok()?,
+                    has_merchant: match r.u64()? {
+                        0 => false,
+                        1 => true,
+                        _ => return None,
+                    },
+                };
+                let waiting = shard
+                    .keys
+                    .get(q.slot, q.id)
+                    .is_some_and(|k| k.code == Code::Queued as u8);
+                if q.minor <= 0 || !waiting {
+                    return None;
+                }
+                *shard.queued_per_slot.entry(q.slot).or_insert(0) += 1;
+                shard.queued.push(q);
+            }
         }
         if !r.0.is_empty() {
             return None;
@@ -321,8 +419,12 @@ impl Shard {
         // of every ok debit and capture is there (the other way round is in
         // `check_invariants`).
         let keys_ok = shard.keys.records().all(|k| {
-            let by_amount = k.op() == Op::Deposit as u8 || k.op() == Op::Debit as u8;
-            let refundable = k.op() == Op::Debit as u8 || k.op() == Op::Capture as u8;
+            let by_amount = k.op() == Op::Deposit as u8
+                || k.op() == Op::Debit as u8
+                || k.op() == Op::QueueDebit as u8;
+            let refundable = k.op() == Op::Debit as u8
+                || k.op() == Op::Capture as u8
+                || k.op() == Op::QueueDebit as u8;
             (by_amount || matches!(k.payload(), Payload::Fingerprint(_)))
                 && (k.code != Code::Ok as u8 || !refundable || shard.moved_by(k).is_some())
         });
@@ -337,6 +439,9 @@ impl Writer<'_> {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     pub(super) fn i64(&mut self, v: i64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    pub(super) fn i128(&mut self, v: i128) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
     pub(super) fn opt_i64(&mut self, v: Option<i64>) {

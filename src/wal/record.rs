@@ -16,12 +16,13 @@
 //! balances, held totals and key records are recomputed by replay.
 
 use crate::money::{AmountArg, Currency};
-use crate::outcome::Code;
-use crate::request::{LimitsArg, Op, Request, VelocityArg};
+use crate::outcome::{Code, Settlement};
+use crate::request::{Internal, LimitsArg, Op, Request, Step, VelocityArg};
 
 /// Bytes of a record's header (see `docs/wal-format.md`).
 pub const HEADER_BYTES: usize = 17;
-/// Largest encoded record (a `set_limits` with every field), padded.
+/// Largest encoded record, padded: a settle's close is 122 bytes (a
+/// `set_limits` with every field 84).
 pub const RECORD_BYTES_MAX: usize = 128;
 /// Every record starts at a multiple of this many bytes.
 pub const ALIGN: usize = 8;
@@ -533,7 +534,52 @@ impl<'a> Put<'a> {
                 self.opt_u64(fee_bps.map(u64::from));
             }
             Request::Merchant { merchant } => self.u64(merchant),
+            Request::QueueDebit {
+                id,
+                account,
+                amount,
+                merchant,
+            } => {
+                self.u64(id);
+                self.u64(account);
+                self.amount(Some(amount));
+                if let Some(merchant) = merchant {
+                    self.merchant(op_at, merchant);
+                }
+            }
+            Request::RunBatch => self.opt_u64(None),
+            Request::Settle { id, merchant } => {
+                self.u8(SETTLE_CUT);
+                self.u64(id);
+                self.u64(merchant);
+            }
+            Request::Internal(Internal(ref step)) => match **step {
+                Step::RunBatchAt { at_ms } => self.opt_u64(Some(at_ms)),
+                Step::SettleClose {
+                    merchant,
+                    id,
+                    code,
+                    ref figures,
+                } => {
+                    self.u8(SETTLE_CLOSE);
+                    self.u64(id);
+                    self.u64(merchant);
+                    self.u8(code as u8);
+                    self.u8(figures.currency as u8);
+                    self.u32(u32::from(figures.fee_bps));
+                    self.u64(figures.batch);
+                    self.u64(figures.count);
+                    for v in [figures.gross, figures.refunded, figures.fee, figures.net] {
+                        self.i128(v);
+                    }
+                }
+            },
         }
+    }
+
+    fn i128(&mut self, v: i128) {
+        self.u64(v as u64);
+        self.u64((v >> 64) as u64);
     }
 
     /// The merchant a debit or authorize names, after its other fields,
@@ -546,14 +592,22 @@ impl<'a> Put<'a> {
 }
 
 /// Bit 7 of a request's op byte: the merchant id it names follows its
-/// fields (debit and authorize; a log from before merchants never sets it).
+/// fields (debit, authorize, queue_debit; a log from before merchants never
+/// sets it).
 const MERCHANT_FOLLOWS: u8 = 0x80;
+
+/// The first byte of a `settle` record's fields: its first step (the cut,
+/// as the user sent it) or the engine's second (the close).
+const SETTLE_CUT: u8 = 0;
+const SETTLE_CLOSE: u8 = 1;
 
 /// The merchant a debit or authorize names (the reference encoder's).
 #[cfg(test)]
 fn request_merchant(request: &Request) -> Option<u64> {
     match *request {
-        Request::Debit { merchant, .. } | Request::Authorize { merchant, .. } => merchant,
+        Request::Debit { merchant, .. }
+        | Request::Authorize { merchant, .. }
+        | Request::QueueDebit { merchant, .. } => merchant,
         _ => None,
     }
 }
@@ -611,6 +665,11 @@ impl Reader<'_> {
     fn required_amount(&mut self) -> Option<AmountArg> {
         self.amount()?
     }
+    fn i128(&mut self) -> Option<i128> {
+        let low = self.u64()?;
+        let high = self.u64()?;
+        Some(i128::from(low) | (i128::from(high as i64) << 64))
+    }
 }
 
 /// Reads back a request's binary form (a `Request` record's payload after
@@ -628,7 +687,9 @@ fn decode_request(r: &mut Reader<'_>) -> Option<Request> {
     if byte & MERCHANT_FOLLOWS != 0 {
         let named = r.u64()?;
         match &mut request {
-            Request::Debit { merchant, .. } | Request::Authorize { merchant, .. } => {
+            Request::Debit { merchant, .. }
+            | Request::Authorize { merchant, .. }
+            | Request::QueueDebit { merchant, .. } => {
                 *merchant = Some(named);
             }
             _ => return None,
@@ -738,6 +799,41 @@ fn decode_fields(op: Op, r: &mut Reader<'_>) -> Option<Request> {
             },
         },
         Op::Merchant => Request::Merchant { merchant: r.u64()? },
+        Op::QueueDebit => Request::QueueDebit {
+            id: r.u64()?,
+            account: r.u64()?,
+            amount: r.required_amount()?,
+            merchant: None,
+        },
+        Op::RunBatch => match r.opt_u64()? {
+            None => Request::RunBatch,
+            Some(at_ms) => Request::run_batch_at(at_ms),
+        },
+        Op::Settle => match r.u8()? {
+            SETTLE_CUT => Request::Settle {
+                id: r.u64()?,
+                merchant: r.u64()?,
+            },
+            SETTLE_CLOSE => {
+                let id = r.u64()?;
+                let merchant = r.u64()?;
+                let code = *Code::ALL.get(usize::from(r.u8()?))?;
+                let currency = *Currency::ALL.get(usize::from(r.u8()?))?;
+                let fee_bps = u16::try_from(r.u32()?).ok()?;
+                let figures = Settlement {
+                    currency,
+                    fee_bps,
+                    batch: r.u64()?,
+                    count: r.u64()?,
+                    gross: r.i128()?,
+                    refunded: r.i128()?,
+                    fee: r.i128()?,
+                    net: r.i128()?,
+                };
+                Request::settle_close(merchant, id, code, figures)
+            }
+            _ => return None,
+        },
     })
 }
 
@@ -818,6 +914,7 @@ mod tests {
             Request::Freeze { account: 1 },
             Request::Unfreeze { account: 1 },
             Request::AdvanceClock { ms: 0 },
+            Request::RunBatch,
         ]
     }
 
@@ -1109,6 +1206,43 @@ mod tests {
                     put_opt_u64(out, fee_bps.map(u64::from));
                 }
                 Request::Merchant { merchant } => put_u64(out, merchant),
+                Request::QueueDebit {
+                    id,
+                    account,
+                    amount,
+                    ..
+                } => {
+                    put_u64(out, id);
+                    put_u64(out, account);
+                    put_amount(out, Some(amount));
+                }
+                Request::RunBatch => put_opt_u64(out, None),
+                Request::Settle { id, merchant } => {
+                    out.push(0);
+                    put_u64(out, id);
+                    put_u64(out, merchant);
+                }
+                Request::Internal(Internal(ref step)) => match **step {
+                    Step::RunBatchAt { at_ms } => put_opt_u64(out, Some(at_ms)),
+                    Step::SettleClose {
+                        merchant,
+                        id,
+                        code,
+                        ref figures,
+                    } => {
+                        out.push(1);
+                        put_u64(out, id);
+                        put_u64(out, merchant);
+                        out.push(code as u8);
+                        out.push(figures.currency as u8);
+                        out.extend_from_slice(&u32::from(figures.fee_bps).to_le_bytes());
+                        put_u64(out, figures.batch);
+                        put_u64(out, figures.count);
+                        for v in [figures.gross, figures.refunded, figures.fee, figures.net] {
+                            out.extend_from_slice(&v.to_le_bytes());
+                        }
+                    }
+                },
             }
             if let Some(merchant) = merchant {
                 put_u64(out, merchant);
@@ -1171,6 +1305,32 @@ mod tests {
                     fee_bps: [None, Some(0), Some(10_000)][i % 3],
                 },
                 Request::Merchant { merchant: id },
+                Request::QueueDebit {
+                    id,
+                    account,
+                    amount,
+                    merchant: [None, Some(id)][i % 2],
+                },
+                Request::Settle {
+                    id,
+                    merchant: account,
+                },
+                Request::run_batch_at(id),
+                Request::settle_close(
+                    account,
+                    id,
+                    [Code::Ok, Code::NothingToSettle][i % 2],
+                    Settlement {
+                        currency: Currency::ALL[i % Currency::ALL.len()],
+                        fee_bps: [0, 1, 10_000][i % 3],
+                        batch: id,
+                        count: account,
+                        gross: i128::MAX - i as i128,
+                        refunded: 1 << (10 * i),
+                        fee: i128::from(id),
+                        net: i128::MIN + i as i128,
+                    },
+                ),
                 Request::Increment {
                     id,
                     account,
@@ -1308,7 +1468,7 @@ mod tests {
         // Every padding (0 to 7 bytes) and the largest record were seen.
         let pads: std::collections::BTreeSet<u32> = lengths.iter().map(|l| l % 8).collect();
         assert_eq!(pads.len(), 8, "lengths seen: {lengths:?}");
-        assert_eq!(lengths.last(), Some(&84));
+        assert_eq!(lengths.last(), Some(&122));
     }
 
     /// `docs/wal-format.md`'s example, byte for byte (and a group and a
