@@ -1118,3 +1118,258 @@ fn sigkill_mid_load_leaves_every_shard_at_one_clock() {
     }
     assert!(completed >= iterations / 2, "only {completed} reopened");
 }
+
+/// What a keyed request of the merchants stream moves for a merchant.
+#[derive(Clone, Copy, Debug)]
+enum Move {
+    /// A debit, capture or queued debit: clears `amount` if it got `ok`.
+    Clears(u64, i128),
+    /// A refund of an original that cleared to the merchant: charged back
+    /// if it got `ok`.
+    ChargesBack(u64, i128),
+}
+
+/// SPEC, Durability and "Merchants and clearing": after a SIGKILL at any
+/// instant, "every clearing and charge-back [lands] in exactly one batch;
+/// a settle that was handed back is there with the same figures; one that
+/// was not is either wholly there or wholly absent (a retry of its key then
+/// settles or replays)". A stream of merchant debits, captures, refunds,
+/// queued debits, batch runs and settles (fresh keys and retries) is
+/// killed mid-load; reopened (library), for every merchant the clearings
+/// minus charge-backs that survived (each request's `status`) equal
+/// `pending + settled_net + fees` (every batch has gross - refunded = net +
+/// fee), before and after retrying every settle key of the stream; every
+/// handed-back settle replays with its figures; batch numbers are distinct.
+#[test]
+fn sigkill_mid_settles_puts_every_clearing_in_one_batch() {
+    let iterations = env_u64("DEBITCORE_CRASH_ITERATIONS", ITERATIONS_DEFAULT).min(10);
+    let first_seed = env_u64("DEBITCORE_CRASH_SEED", SEED_DEFAULT) ^ 0x5E77;
+    let mut completed = 0;
+    let mut settles_seen = 0;
+    for it in 0..iterations {
+        let seed = first_seed.wrapping_add(it.wrapping_mul(0x9E37_79B9));
+        let mut rng = Rng(seed);
+        let (input, moves, settles) = merchant_stream(&mut rng);
+        let dir = temp_dir("settle");
+        let delay = Duration::from_millis(KILL_DELAY_MS_MIN + rng.below(KILL_DELAY_MS_MAX));
+        let durability = if rng.chance(33) { "batched" } else { "sync" };
+        let killed = run_and_kill(
+            &dir,
+            input,
+            durability,
+            KillAt::AfterFirstOutcome(delay),
+            Rng(rng.next()),
+        );
+        let ctx = format!(
+            "iteration {it}, seed {seed:#x}, {durability}: {}",
+            killed.stderr
+        );
+        if !dir.join("meta").exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+            continue;
+        }
+        let engine = debitcore::Engine::open(debitcore::EngineConfig {
+            shards: 2,
+            clock: debitcore::ClockMode::Manual,
+            data_dir: Some(dir.clone()),
+            durability: debitcore::Durability::Sync,
+            ..debitcore::EngineConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+        let mut client = engine.client();
+        let check_conservation = |client: &mut debitcore::Client, when: &str| {
+            let mut expected: BTreeMap<u64, i128> = (1..=MERCHANTS).map(|m| (m, 0)).collect();
+            let queries: Vec<_> = moves
+                .iter()
+                .map(|&((account, id), _)| debitcore::Request::Status { account, id })
+                .collect();
+            let statuses = client.submit_batch(&queries);
+            for (&(_, mv), status) in moves.iter().zip(statuses) {
+                let ok = matches!(
+                    status.info,
+                    debitcore::Info::Status {
+                        status: debitcore::Code::Ok,
+                        ..
+                    }
+                );
+                match mv {
+                    Move::Clears(m, amount) if ok => *expected.get_mut(&m).unwrap() += amount,
+                    Move::ChargesBack(m, amount) if ok => *expected.get_mut(&m).unwrap() -= amount,
+                    _ => {}
+                }
+            }
+            for (&merchant, &want) in &expected {
+                let figures = client.submit(debitcore::Request::Merchant { merchant });
+                let debitcore::Info::Merchant(f) = &figures.info else {
+                    panic!("{ctx}: merchant {merchant}: {figures:?}");
+                };
+                // In minor units (two decimals, USD).
+                assert_eq!(
+                    f.pending + f.settled_net + f.fees,
+                    want,
+                    "{ctx}: {when}: merchant {merchant}: {f:?}"
+                );
+            }
+        };
+        check_conservation(&mut client, "after reopen");
+        // Handed-back settles replay with their figures.
+        let mut batches: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for o in &killed.outcomes {
+            let line = o["line"].as_u64().unwrap() as usize;
+            let Some(&(merchant, id)) = settles.get(&line) else {
+                continue;
+            };
+            settles_seen += 1;
+            let again = client.submit(debitcore::Request::Settle { id, merchant });
+            assert!(again.replayed, "{ctx}: line {line}: {o} then {again:?}");
+            assert_eq!(again.code.name(), o["result"], "{ctx}: line {line}");
+            if let debitcore::Info::Settlement(s) = &again.info {
+                assert_eq!(s.batch, o["batch"].as_u64().unwrap(), "{ctx}: line {line}");
+                assert_eq!(s.count, o["count"].as_u64().unwrap(), "{ctx}: line {line}");
+                let gross: f64 = o["gross"].as_str().unwrap().parse().unwrap();
+                assert_eq!(
+                    s.gross,
+                    (gross * 100.0).round() as i128,
+                    "{ctx}: line {line}"
+                );
+                if o["replayed"] != true {
+                    batches.entry(merchant).or_default().push(s.batch);
+                }
+            }
+        }
+        for (merchant, mut numbers) in batches {
+            let n = numbers.len();
+            numbers.sort_unstable();
+            numbers.dedup();
+            assert_eq!(
+                numbers.len(),
+                n,
+                "{ctx}: merchant {merchant}: a batch twice"
+            );
+        }
+        // Every settle key of the stream again: a replay, or (never done)
+        // a settle now; conservation still holds.
+        for &(merchant, id) in settles.values() {
+            client.submit(debitcore::Request::Settle { id, merchant });
+        }
+        check_conservation(&mut client, "after retrying every settle");
+        completed += 1;
+        drop(client);
+        drop(engine);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    assert!(completed >= iterations / 2, "only {completed} reopened");
+    assert!(settles_seen > 0, "no settle was handed back before a kill");
+}
+
+const MERCHANTS: u64 = 3;
+
+/// The stream of `sigkill_mid_settles_puts_every_clearing_in_one_batch`:
+/// its bytes, what each keyed request would move for which merchant, and
+/// the settles by line number.
+#[allow(clippy::type_complexity)]
+fn merchant_stream(
+    rng: &mut Rng,
+) -> (
+    Vec<u8>,
+    Vec<((u64, u64), Move)>,
+    BTreeMap<usize, (u64, u64)>,
+) {
+    let mut lines: Vec<String> = Vec::new();
+    let mut moves = Vec::new();
+    let mut settles = BTreeMap::new();
+    for m in 1..=MERCHANTS {
+        let fee = [0, 150, 10_000][m as usize - 1];
+        lines.push(format!(
+            r#"{{"op":"open_merchant","merchant":{m},"currency":"USD","fee_bps":{fee}}}"#
+        ));
+    }
+    const PAYERS: u64 = 12;
+    for a in 1..=PAYERS {
+        lines.push(format!(
+            r#"{{"op":"open_account","account":{a},"currency":"USD"}}"#
+        ));
+        lines.push(format!(
+            r#"{{"op":"deposit","id":1,"account":{a},"amount":"100000"}}"#
+        ));
+    }
+    let mut next_id: BTreeMap<u64, u64> = (1..=PAYERS).map(|a| (a, 2)).collect();
+    let mut fresh = |a: u64| {
+        let id = next_id.get_mut(&a).unwrap();
+        *id += 1;
+        *id
+    };
+    // Originals that cleared (if ok): (account, id, merchant).
+    let mut originals: Vec<(u64, u64, u64)> = Vec::new();
+    let mut settle_ids: Vec<(u64, u64)> = Vec::new();
+    let mut next_settle = 0u64;
+    for _ in 0..OPS {
+        let a = 1 + rng.below(PAYERS);
+        let m = 1 + rng.below(MERCHANTS);
+        let cents = i128::from(1 + rng.below(5000));
+        let text = format!("{}.{:02}", cents / 100, cents % 100);
+        match rng.below(100) {
+            0..=34 => {
+                let id = fresh(a);
+                lines.push(format!(
+                    r#"{{"op":"debit","id":{id},"account":{a},"amount":"{text}","merchant":{m}}}"#
+                ));
+                moves.push(((a, id), Move::Clears(m, cents)));
+                originals.push((a, id, m));
+            }
+            35..=44 => {
+                let (auth, capture) = (fresh(a), fresh(a));
+                lines.push(format!(
+                    r#"{{"op":"authorize","id":{auth},"account":{a},"amount":"60","merchant":{m}}}"#
+                ));
+                lines.push(format!(
+                    r#"{{"op":"capture","id":{capture},"account":{a},"auth":{auth},"amount":"{text}"}}"#
+                ));
+                moves.push(((a, capture), Move::Clears(m, cents.min(6000))));
+                originals.push((a, capture, m));
+            }
+            45..=59 => {
+                let Some(&(oa, of, om)) =
+                    originals.get(rng.below(originals.len().max(1) as u64) as usize)
+                else {
+                    continue;
+                };
+                let id = fresh(oa);
+                let back = i128::from(1 + rng.below(300));
+                lines.push(format!(
+                    r#"{{"op":"refund","id":{id},"account":{oa},"of":{of},"amount":"{}.{:02}"}}"#,
+                    back / 100,
+                    back % 100
+                ));
+                moves.push(((oa, id), Move::ChargesBack(om, back)));
+            }
+            60..=74 => {
+                let id = fresh(a);
+                lines.push(format!(
+                    r#"{{"op":"queue_debit","id":{id},"account":{a},"amount":"{text}","merchant":{m}}}"#
+                ));
+                moves.push(((a, id), Move::Clears(m, cents)));
+                originals.push((a, id, m));
+            }
+            75..=79 => lines.push(r#"{"op":"run_batch"}"#.into()),
+            _ => {
+                let (sm, id) = match rng.pick(&settle_ids) {
+                    Some(old) if rng.chance(15) => old,
+                    _ => {
+                        next_settle += 1;
+                        (m, next_settle)
+                    }
+                };
+                lines.push(format!(r#"{{"op":"settle","id":{id},"merchant":{sm}}}"#));
+                settles.insert(lines.len(), (sm, id));
+                settle_ids.push((sm, id));
+            }
+        }
+    }
+    let mut input = Vec::new();
+    for line in &lines {
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+    }
+    (input, moves, settles)
+}

@@ -578,3 +578,183 @@ fn merchants_and_clearings_survive_a_reopen() {
     drop(engine);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Eight accounts on two shards, each debiting 1.25 for merchant 5 (fee
+/// 30 bps), a settle (id 1: ok, batch 1), then one more debit; queued
+/// debits and a batch run in between. Returns the settle's outcome.
+fn settled_session(dir: &Path, two_shards: &EngineConfig) -> debitcore::Outcome {
+    let engine = Engine::open(two_shards.clone()).unwrap();
+    let mut c = engine.client();
+    let open = Request::OpenMerchant {
+        merchant: 5,
+        currency: Some(Currency::USD),
+        fee_bps: Some(30),
+    };
+    assert_eq!(c.submit(open).code, Code::Ok);
+    for account in 1..=8 {
+        c.submit(Request::OpenAccount {
+            account,
+            currency: Some(Currency::USD),
+            overdraft: None,
+        });
+        c.submit(Request::Deposit {
+            id: 1,
+            account,
+            amount: amount("50"),
+        });
+        let debit = Request::Debit {
+            id: 2,
+            account,
+            amount: amount("1.25"),
+            merchant: Some(5),
+        };
+        assert_eq!(c.submit(debit).code, Code::Ok);
+        let queued = Request::QueueDebit {
+            id: 3,
+            account,
+            amount: amount("0.75"),
+            merchant: Some(5),
+        };
+        assert_eq!(c.submit(queued).code, Code::Queued);
+    }
+    let batch = c.submit(Request::RunBatch);
+    let Info::Batch(b) = &batch.info else {
+        panic!("{batch:?}")
+    };
+    assert_eq!((b.applied, b.ok), (8, 8), "{batch:?}");
+    let settled = c.submit(Request::Settle { id: 1, merchant: 5 });
+    let Info::Settlement(s) = &settled.info else {
+        panic!("{settled:?}")
+    };
+    // 8 x (1.25 + 0.75) = 16.00; fee 30 bps of it = 0.048, rounded down.
+    assert_eq!(
+        (s.batch, s.count, s.gross, s.fee, s.net),
+        (1, 16, 1600, 4, 1596)
+    );
+    drop(c);
+    drop(engine);
+    let _ = dir;
+    settled
+}
+
+fn merchant_figures(c: &mut debitcore::Client) -> debitcore::MerchantFigures {
+    let figures = c.submit(Request::Merchant { merchant: 5 });
+    match figures.info {
+        Info::Merchant(m) => *m,
+        _ => panic!("{figures:?}"),
+    }
+}
+
+/// SPEC, Durability: a `settle` handed back survives with the same
+/// figures. The crash image: the settle's close (its second step) is on
+/// shard 0's stable storage and torn off shard 1's. Reopened, shard 1 gets
+/// it from the broadcast log the engine wrote before handing it to any
+/// shard: the merchant is settled once on both shards (one batch, nothing
+/// pending twice), and the key replays.
+#[test]
+fn a_settle_closed_on_one_shard_only_is_closed_on_the_other() {
+    let dir = tempdir("settle-close");
+    let two_shards = EngineConfig {
+        shards: 2,
+        ..config(&dir, WalOptions::default())
+    };
+    let settled = settled_session(&dir, &two_shards);
+    let shard1 = shard_records(&dir, 1);
+    let (file, offset, _, last) = shard1.last().unwrap().clone();
+    let Record::Request { request, .. } = &last else {
+        panic!("{last:?}")
+    };
+    assert_eq!(request.op(), debitcore::Op::Settle, "{last:?}");
+    assert!(
+        matches!(request, Request::Internal(_)),
+        "the close: {last:?}"
+    );
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[offset..].fill(0);
+    std::fs::write(&file, bytes).unwrap();
+
+    let engine = Engine::open(two_shards.clone()).unwrap();
+    let report = engine.recovery_report();
+    assert_eq!(report[0].broadcasts, report[1].broadcasts, "{report:?}");
+    let mut c = engine.client();
+    let m = merchant_figures(&mut c);
+    assert_eq!(
+        (m.batches, m.pending, m.settled_net, m.fees),
+        (1, 0, 1596, 4)
+    );
+    let again = c.submit(Request::Settle { id: 1, merchant: 5 });
+    assert!(again.replayed);
+    assert_eq!((again.code, &again.info), (settled.code, &settled.info));
+    drop(c);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// SPEC, Durability: a `settle` not handed back "is either wholly there or
+/// wholly absent (a retry of its key then settles or replays)". The crash
+/// image: both shards cut their parts (the first step) but the close is
+/// nowhere (the crash came before the engine wrote it). Reopened, the cut
+/// parts are still pending, nothing is settled, and a retry of the key
+/// settles all of them in batch 1.
+#[test]
+fn a_settle_cut_without_its_close_is_absent_and_its_retry_settles() {
+    let dir = tempdir("settle-cut");
+    let two_shards = EngineConfig {
+        shards: 2,
+        ..config(&dir, WalOptions::default())
+    };
+    let settled = settled_session(&dir, &two_shards);
+    for shard in 0..2 {
+        let records = shard_records(&dir, shard);
+        let (file, offset, _, last) = records.last().unwrap().clone();
+        assert!(
+            matches!(
+                &last,
+                Record::Request {
+                    request: Request::Internal(_),
+                    ..
+                }
+            ),
+            "shard {shard}: {last:?}"
+        );
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[offset..].fill(0);
+        std::fs::write(&file, bytes).unwrap();
+    }
+    let (mut log, entries) = debitcore::wal::broadcasts::BroadcastLog::open(&dir).unwrap();
+    let (last, close) = entries.last().unwrap().clone();
+    assert!(matches!(close, Request::Internal(_)), "{close:?}");
+    log.reset().unwrap();
+    for (n, request) in &entries {
+        if *n != last {
+            log.append(*n, request).unwrap();
+        }
+    }
+    drop(log);
+
+    let engine = Engine::open(two_shards.clone()).unwrap();
+    let mut c = engine.client();
+    let m = merchant_figures(&mut c);
+    assert_eq!((m.batches, m.pending, m.settled_net), (0, 1600, 0), "{m:?}");
+    let again = c.submit(Request::Settle { id: 1, merchant: 5 });
+    assert!(!again.replayed, "{again:?}");
+    assert_eq!((again.code, &again.info), (settled.code, &settled.info));
+    let m = merchant_figures(&mut c);
+    assert_eq!(
+        (m.batches, m.pending, m.settled_net, m.fees),
+        (1, 0, 1596, 4)
+    );
+    drop(c);
+    drop(engine);
+    // And all of it again from the logs alone.
+    let engine = Engine::open(two_shards).unwrap();
+    let mut c = engine.client();
+    let m = merchant_figures(&mut c);
+    assert_eq!(
+        (m.batches, m.pending, m.settled_net, m.fees),
+        (1, 0, 1596, 4)
+    );
+    drop(c);
+    drop(engine);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

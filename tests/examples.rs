@@ -638,3 +638,190 @@ fn clearing_and_charge_backs_sum_over_shards() {
         check(requests, outcomes, shards);
     }
 }
+
+/// SPEC, "Merchants and clearing": "`settle` closes the merchant's
+/// current batch ... `batch` = 1 for the merchant's first ok settle, then
+/// 2, 3, ...; `count` = the number of clearings ... `fee` = gross x fee_bps
+/// / 10,000 in minor units, rounded down; `net = gross - refunded - fee`,
+/// which may be negative"; "A batch with no clearing and no charge-back is
+/// `nothing_to_settle`"; "a key seen before always replays (never
+/// `id_conflict`)"; a charge-back "counts against the merchant's current
+/// batch, whichever batch the original was in"; "A settle's
+/// `unknown_merchant` is not remembered".
+#[test]
+fn settle_numbers_batches_and_replays_over_shards() {
+    let requests = r#"{"op":"open_merchant","merchant":7,"currency":"USD","fee_bps":250}
+{"op":"open_merchant","merchant":8,"currency":"JPY"}
+{"op":"open_account","account":1,"currency":"USD"}
+{"op":"open_account","account":2,"currency":"USD"}
+{"op":"open_account","account":3,"currency":"USD"}
+{"op":"open_account","account":4,"currency":"JPY"}
+{"op":"deposit","id":1,"account":1,"amount":"100"}
+{"op":"deposit","id":1,"account":2,"amount":"100"}
+{"op":"deposit","id":1,"account":3,"amount":"100"}
+{"op":"deposit","id":1,"account":4,"amount":"1000"}
+{"op":"settle","id":1,"merchant":7}
+{"op":"settle","id":1,"merchant":7}
+{"op":"debit","id":2,"account":1,"amount":"10.01","merchant":7}
+{"op":"debit","id":2,"account":2,"amount":"20.00","merchant":7}
+{"op":"authorize","id":3,"account":3,"amount":"30","merchant":7}
+{"op":"capture","id":4,"account":3,"auth":3,"amount":"12.34","final":false}
+{"op":"settle","id":1,"merchant":7}
+{"op":"settle","id":2,"merchant":7}
+{"op":"refund","id":5,"account":1,"of":2,"amount":"5"}
+{"op":"capture","id":6,"account":3,"auth":3}
+{"op":"merchant","merchant":7}
+{"op":"settle","id":2,"merchant":7}
+{"op":"settle","id":3,"merchant":7}
+{"op":"refund","id":7,"account":2,"of":2}
+{"op":"settle","id":4,"merchant":7}
+{"op":"merchant","merchant":7}
+{"op":"settle","id":1,"merchant":99}
+{"op":"settle","id":1,"merchant":8}
+{"op":"debit","id":8,"account":4,"amount":"7","merchant":8}
+{"op":"settle","id":1,"merchant":8}
+{"op":"settle","id":2,"merchant":8}
+{"op":"merchant","merchant":8}
+{"op":"balance","account":1}
+{"op":"settle","id":99,"merchant":99}
+{"op":"open_merchant","merchant":99,"currency":"USD"}
+{"op":"settle","id":99,"merchant":99}
+"#;
+    let outcomes = r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "ok"}
+{"line": 3, "result": "ok"}
+{"line": 4, "result": "ok"}
+{"line": 5, "result": "ok"}
+{"line": 6, "result": "ok"}
+{"line": 7, "result": "ok"}
+{"line": 8, "result": "ok"}
+{"line": 9, "result": "ok"}
+{"line": 10, "result": "ok"}
+{"line": 11, "result": "nothing_to_settle"}
+{"line": 12, "result": "nothing_to_settle", "replayed": true}
+{"line": 13, "result": "ok"}
+{"line": 14, "result": "ok"}
+{"line": 15, "result": "ok"}
+{"line": 16, "result": "ok"}
+{"line": 17, "result": "nothing_to_settle", "replayed": true}
+{"line": 18, "result": "ok", "batch": 1, "count": 3, "gross": "42.35", "refunded": "0.00", "fee": "1.05", "net": "41.30"}
+{"line": 19, "result": "ok"}
+{"line": 20, "result": "ok"}
+{"line": 21, "result": "ok", "currency": "USD", "fee_bps": 250, "batches": 1, "pending": "12.66", "settled_net": "41.30", "fees": "1.05"}
+{"line": 22, "result": "ok", "replayed": true, "batch": 1, "count": 3, "gross": "42.35", "refunded": "0.00", "fee": "1.05", "net": "41.30"}
+{"line": 23, "result": "ok", "batch": 2, "count": 1, "gross": "17.66", "refunded": "5.00", "fee": "0.44", "net": "12.22"}
+{"line": 24, "result": "ok"}
+{"line": 25, "result": "ok", "batch": 3, "count": 0, "gross": "0.00", "refunded": "20.00", "fee": "0.00", "net": "-20.00"}
+{"line": 26, "result": "ok", "currency": "USD", "fee_bps": 250, "batches": 3, "pending": "0.00", "settled_net": "33.52", "fees": "1.49"}
+{"line": 27, "result": "unknown_merchant"}
+{"line": 28, "result": "nothing_to_settle"}
+{"line": 29, "result": "ok"}
+{"line": 30, "result": "nothing_to_settle", "replayed": true}
+{"line": 31, "result": "ok", "batch": 1, "count": 1, "gross": "7", "refunded": "0", "fee": "0", "net": "7"}
+{"line": 32, "result": "ok", "currency": "JPY", "fee_bps": 0, "batches": 1, "pending": "0", "settled_net": "7", "fees": "0"}
+{"line": 33, "result": "ok", "balance": "94.99", "held": "0.00", "available": "94.99"}
+{"line": 34, "result": "unknown_merchant"}
+{"line": 35, "result": "ok"}
+{"line": 36, "result": "nothing_to_settle"}
+"#;
+    for shards in [1, 2, 4] {
+        check(requests, outcomes, shards);
+    }
+}
+
+/// SPEC, "Batch debits": `queue_debit` "checks neither `account_frozen`,
+/// limits, risk routing nor funds"; `run_batch` "applies every debit queued
+/// before it, the queued debits of one account in the order they were
+/// queued, each as if a `debit` with the same id, account, amount and
+/// merchant arrived at that moment"; "replays of its key return `queued`,
+/// whatever happened since"; "`status` of a queued debit's key ... reports
+/// `queued` until its batch applies it, then the result it got there"; "A
+/// queued debit that its batch applied with `ok` is an ok debit for
+/// `refund`; one still queued, rejected, or `held_for_review` ... is
+/// `not_refundable`".
+#[test]
+fn queued_debits_wait_for_their_batch() {
+    let requests = r#"{"op":"open_merchant","merchant":7,"currency":"USD"}
+{"op":"open_account","account":1,"currency":"USD"}
+{"op":"open_account","account":2,"currency":"USD"}
+{"op":"deposit","id":1,"account":1,"amount":"50"}
+{"op":"deposit","id":1,"account":2,"amount":"50"}
+{"op":"queue_debit","id":2,"account":1,"amount":"30","merchant":7}
+{"op":"queue_debit","id":3,"account":1,"amount":"30","merchant":7}
+{"op":"queue_debit","id":4,"account":2,"amount":"10"}
+{"op":"queue_debit","id":5,"account":2,"amount":"1.001"}
+{"op":"queue_debit","id":6,"account":2,"amount":"10","merchant":9}
+{"op":"queue_debit","id":2,"account":1,"amount":"30","merchant":7}
+{"op":"queue_debit","id":2,"account":1,"amount":"30"}
+{"op":"status","account":1,"id":2}
+{"op":"balance","account":1}
+{"op":"freeze","account":2}
+{"op":"set_limits","account":1,"review_above":"25"}
+{"op":"refund","id":14,"account":1,"of":3}
+{"op":"run_batch"}
+{"op":"status","account":1,"id":2}
+{"op":"status","account":1,"id":3}
+{"op":"status","account":2,"id":4}
+{"op":"queue_debit","id":2,"account":1,"amount":"30","merchant":7}
+{"op":"merchant","merchant":7}
+{"op":"capture","id":7,"account":1,"auth":2}
+{"op":"merchant","merchant":7}
+{"op":"unfreeze","account":2}
+{"op":"set_limits","account":1}
+{"op":"queue_debit","id":8,"account":1,"amount":"20","merchant":7}
+{"op":"queue_debit","id":9,"account":2,"amount":"50"}
+{"op":"queue_debit","id":10,"account":2,"amount":"0.01"}
+{"op":"run_batch"}
+{"op":"run_batch"}
+{"op":"refund","id":11,"account":1,"of":8}
+{"op":"refund","id":12,"account":2,"of":10}
+{"op":"refund","id":13,"account":1,"of":2}
+{"op":"merchant","merchant":7}
+{"op":"balance","account":1}
+{"op":"balance","account":2}
+{"op":"status","account":2,"id":9}
+"#;
+    let outcomes = r#"{"line": 1, "result": "ok"}
+{"line": 2, "result": "ok"}
+{"line": 3, "result": "ok"}
+{"line": 4, "result": "ok"}
+{"line": 5, "result": "ok"}
+{"line": 6, "result": "queued"}
+{"line": 7, "result": "queued"}
+{"line": 8, "result": "queued"}
+{"line": 9, "result": "invalid_amount"}
+{"line": 10, "result": "unknown_merchant"}
+{"line": 11, "result": "queued", "replayed": true}
+{"line": 12, "result": "id_conflict"}
+{"line": 13, "result": "ok", "op": "queue_debit", "status": "queued"}
+{"line": 14, "result": "ok", "balance": "50.00", "held": "0.00", "available": "50.00"}
+{"line": 15, "result": "ok"}
+{"line": 16, "result": "ok"}
+{"line": 17, "result": "not_refundable"}
+{"line": 18, "result": "ok", "applied": 3, "ok": 0, "held": 1, "rejected": 2}
+{"line": 19, "result": "ok", "op": "queue_debit", "status": "held_for_review"}
+{"line": 20, "result": "ok", "op": "queue_debit", "status": "insufficient_funds"}
+{"line": 21, "result": "ok", "op": "queue_debit", "status": "account_frozen"}
+{"line": 22, "result": "queued", "replayed": true}
+{"line": 23, "result": "ok", "currency": "USD", "fee_bps": 0, "batches": 0, "pending": "0.00", "settled_net": "0.00", "fees": "0.00"}
+{"line": 24, "result": "ok"}
+{"line": 25, "result": "ok", "currency": "USD", "fee_bps": 0, "batches": 0, "pending": "30.00", "settled_net": "0.00", "fees": "0.00"}
+{"line": 26, "result": "ok"}
+{"line": 27, "result": "ok"}
+{"line": 28, "result": "queued"}
+{"line": 29, "result": "queued"}
+{"line": 30, "result": "queued"}
+{"line": 31, "result": "ok", "applied": 3, "ok": 2, "held": 0, "rejected": 1}
+{"line": 32, "result": "ok", "applied": 0, "ok": 0, "held": 0, "rejected": 0}
+{"line": 33, "result": "ok"}
+{"line": 34, "result": "not_refundable"}
+{"line": 35, "result": "not_refundable"}
+{"line": 36, "result": "ok", "currency": "USD", "fee_bps": 0, "batches": 0, "pending": "30.00", "settled_net": "0.00", "fees": "0.00"}
+{"line": 37, "result": "ok", "balance": "20.00", "held": "0.00", "available": "20.00"}
+{"line": 38, "result": "ok", "balance": "0.00", "held": "0.00", "available": "0.00"}
+{"line": 39, "result": "ok", "op": "queue_debit", "status": "ok"}
+"#;
+    for shards in [1, 2, 4] {
+        check(requests, outcomes, shards);
+    }
+}
