@@ -68,6 +68,26 @@ impl Shard {
                 "money not conserved: balances {balances}, ledger {expected}"
             ));
         }
-        self.check_refundable()
+        self.check_refundable()?;
+        self.check_queued()
+    }
+
+    /// Every queued debit has its key, still answered `queued`, and the
+    /// per-account counts add up to the queue.
+    fn check_queued(&self) -> Result<(), String> {
+        let mut per_slot: WordMap<u32, u32> = WordMap::default();
+        for q in &self.queued {
+            let waiting = self.keys.get(q.slot, q.id).is_some_and(|k| {
+                k.code == Code::Queued as u8 && k.op() == Op::QueueDebit as u8 && !k.batched()
+            });
+            if !waiting || q.minor <= 0 {
+                return Err(format!("queued debit {q:?} without its waiting key"));
+            }
+            *per_slot.entry(q.slot).or_default() += 1;
+        }
+        if per_slot != self.queued_per_slot {
+            return Err("queued debits per account do not add up".into());
+        }
+        Ok(())
     }
 }

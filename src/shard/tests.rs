@@ -275,12 +275,73 @@ fn snapshots_round_trip_every_table() {
             of: 20,
             amount: Some(amount("1")),
         },
+        // A settled batch, a batch applied, a cut waiting for its close,
+        // debits waiting for the next batch.
+        Request::QueueDebit {
+            id: 30,
+            account: 1,
+            amount: amount("1.5"),
+            merchant: Some(70),
+        },
+        Request::RunBatch,
+        Request::Settle {
+            id: 1,
+            merchant: 70,
+        },
+        Request::settle_close(
+            70,
+            1,
+            Code::Ok,
+            crate::Settlement {
+                currency: Currency::USD,
+                fee_bps: 125,
+                batch: 1,
+                count: 3,
+                gross: 650,
+                refunded: 100,
+                fee: 8,
+                net: 542,
+            },
+        ),
+        Request::Debit {
+            id: 31,
+            account: 1,
+            amount: amount("1"),
+            merchant: Some(70),
+        },
+        Request::Settle {
+            id: 2,
+            merchant: 70,
+        },
+        Request::QueueDebit {
+            id: 32,
+            account: 1,
+            amount: amount("2"),
+            merchant: Some(70),
+        },
+        Request::QueueDebit {
+            id: 33,
+            account: 9,
+            amount: amount("3"),
+            merchant: None,
+        },
     ];
     for r in &reqs {
-        assert!(s.apply(r).code.is_effective(), "{r:?}");
+        let outcome = s.apply(r);
+        assert!(
+            outcome.code.is_effective() || outcome.code == Code::Queued,
+            "{r:?}: {outcome:?}"
+        );
     }
-    assert_eq!(s.capture_amounts.len(), 4, "two captures, a merchant debit");
-    assert_eq!(s.cleared_to.len(), 2);
+    assert_eq!(s.queued.len(), 2);
+    assert!(s.merchants[&70].cut.is_some());
+    assert_eq!(s.settles.len(), 1);
+    assert_eq!(
+        s.capture_amounts.len(),
+        6,
+        "three captures, two merchant debits, a merchant's queued debit"
+    );
+    assert_eq!(s.cleared_to.len(), 4);
     let mut bytes = Vec::new();
     s.encode_snapshot(&mut bytes);
     let mut copy = Shard::decode_snapshot(&bytes, 10_000, None).expect("decodes");
@@ -289,9 +350,15 @@ fn snapshots_round_trip_every_table() {
     assert_eq!(bytes.len(), again.len());
     assert_eq!(copy.capture_amounts, s.capture_amounts);
     assert_eq!(copy.cleared_to, s.cleared_to);
+    assert_eq!(copy.queued, s.queued);
+    assert_eq!(copy.queued_per_slot, s.queued_per_slot);
+    assert_eq!(copy.settles, s.settles);
+    assert_eq!(copy.merchants[&70].cut, s.merchants[&70].cut);
     // Both go on identically: replays, and refunds of what is left.
     let refund = |id, of| refund(id, of, None);
-    for r in reqs.iter().chain(
+    // (A settle's close comes once: the engine sends it after its cut.)
+    let again = reqs.iter().filter(|r| !matches!(r, Request::Internal(_)));
+    for r in again.chain(
         [
             Request::Balance { account: 1 },
             Request::Status { account: 1, id: 3 },
@@ -310,6 +377,17 @@ fn snapshots_round_trip_every_table() {
                 amount: None,
                 is_final: true,
             },
+            Request::Merchant { merchant: 70 },
+            Request::Settle {
+                id: 1,
+                merchant: 70,
+            },
+            Request::Status { account: 1, id: 32 },
+            Request::RunBatch,
+            Request::Status { account: 9, id: 33 },
+            Request::Status { account: 1, id: 32 },
+            refund(34, 30),
+            refund(35, 32),
             Request::Merchant { merchant: 70 },
         ]
         .iter(),
