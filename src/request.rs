@@ -220,6 +220,19 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Internal(pub(crate) Box<Step>);
 
+impl Step {
+    /// Out of line, so that `Request::op` of every other request stays a
+    /// table lookup (it is on the log's path).
+    #[cold]
+    #[inline(never)]
+    fn op(&self) -> Op {
+        match self {
+            Step::RunBatchAt { .. } => Op::RunBatch,
+            Step::SettleClose { .. } => Op::Settle,
+        }
+    }
+}
+
 /// The engine's own steps.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -404,10 +417,7 @@ impl Request {
             Request::QueueDebit { .. } => Op::QueueDebit,
             Request::RunBatch => Op::RunBatch,
             Request::Settle { .. } => Op::Settle,
-            Request::Internal(Internal(step)) => match **step {
-                Step::RunBatchAt { .. } => Op::RunBatch,
-                Step::SettleClose { .. } => Op::Settle,
-            },
+            Request::Internal(Internal(step)) => step.op(),
         }
     }
 
