@@ -31,8 +31,9 @@ pub(crate) struct KeyRecord {
     /// table cell, so a zero-filled table is an empty one.
     pub slot: u32,
     /// `Op as u8`, or'ed with `PAYLOAD_MINOR` when `payload` is an amount
-    /// and with `BATCHED` for a queued debit its batch applied. Ops are
-    /// below 64 (`OP_MASK`), so the two high bits are free.
+    /// or `PAYLOAD_CLEARED` when it is a merchant debit's amount and
+    /// merchant, and with `BATCHED` for a queued debit its batch applied.
+    /// Ops are below 32 (`OP_MASK`), so the three high bits are free.
     op: u8,
     pub code: u8,
     /// Dedup-window generation of first processing, modulo 2^16.
@@ -53,6 +54,28 @@ pub(crate) enum Payload {
     /// them: for requests without an amount, or whose amount has no minor
     /// units in the currency (invalid text, too many digits, too large).
     Fingerprint(u64),
+    /// A debit (or queued debit) for a merchant: its amount in minor
+    /// units (< 2^47) and the merchant's index in its shard (< 2^16), so
+    /// that a refund finds both in the key and nothing is kept beside it.
+    Cleared {
+        /// The amount, minor units.
+        minor: i64,
+        /// The merchant's index in its shard's table of merchants.
+        merchant: u32,
+    },
+}
+
+/// The largest amount a [`Payload::Cleared`] holds (47 bits), and the
+/// number of merchant indices it can name (16 bits): a merchant debit
+/// past either keeps a fingerprint and its amount and merchant beside it.
+pub(crate) const CLEARED_MINOR_MAX: i64 = (1 << 47) - 1;
+pub(crate) const CLEARED_MERCHANTS: u32 = 1 << 16;
+
+/// Whether a merchant debit of `minor` for the merchant at `index` is kept
+/// as a [`Payload::Cleared`].
+#[inline]
+pub(crate) fn clears_in_key(minor: i64, index: u32) -> bool {
+    (0..=CLEARED_MINOR_MAX).contains(&minor) && index < CLEARED_MERCHANTS
 }
 
 /// The bit of `KeyRecord::op` that marks a `Payload::Minor`.
@@ -60,7 +83,9 @@ const PAYLOAD_MINOR: u8 = 0x80;
 /// The bit of `KeyRecord::op` that marks a queued debit its batch applied
 /// (its `code` is then the batch's result; its own answer was `queued`).
 const BATCHED: u8 = 0x40;
-const OP_MASK: u8 = !(PAYLOAD_MINOR | BATCHED);
+/// The bit of `KeyRecord::op` that marks a `Payload::Cleared`.
+const PAYLOAD_CLEARED: u8 = 0x20;
+const OP_MASK: u8 = !(PAYLOAD_MINOR | BATCHED | PAYLOAD_CLEARED);
 const _: () = assert!(crate::request::Op::ALL.len() <= OP_MASK as usize + 1);
 
 impl KeyRecord {
@@ -72,6 +97,10 @@ impl KeyRecord {
                 (PAYLOAD_MINOR, minor as u64)
             }
             Payload::Fingerprint(fingerprint) => (0, fingerprint),
+            Payload::Cleared { minor, merchant } => {
+                debug_assert!(clears_in_key(minor, merchant));
+                (PAYLOAD_CLEARED, minor as u64 | u64::from(merchant) << 47)
+            }
         };
         KeyRecord {
             id,
@@ -107,6 +136,11 @@ impl KeyRecord {
     pub fn payload(&self) -> Payload {
         if self.op & PAYLOAD_MINOR != 0 {
             Payload::Minor(self.payload as i64)
+        } else if self.op & PAYLOAD_CLEARED != 0 {
+            Payload::Cleared {
+                minor: (self.payload & CLEARED_MINOR_MAX as u64) as i64,
+                merchant: (self.payload >> 47) as u32,
+            }
         } else {
             Payload::Fingerprint(self.payload)
         }
@@ -137,7 +171,8 @@ impl KeyRecord {
         let valid = record.slot != SLOT_EMPTY
             && usize::from(record.op()) < crate::request::Op::ALL.len()
             && usize::from(record.code) < crate::outcome::Code::ALL.len()
-            && !matches!(record.payload(), Payload::Minor(m) if m < 0);
+            && !matches!(record.payload(), Payload::Minor(m) if m < 0)
+            && record.op & (PAYLOAD_MINOR | PAYLOAD_CLEARED) != PAYLOAD_MINOR | PAYLOAD_CLEARED;
         valid.then_some(record)
     }
 }
@@ -946,16 +981,34 @@ mod tests {
             Payload::Minor(i64::MAX),
             Payload::Fingerprint(u64::MAX),
             Payload::Fingerprint(0),
+            Payload::Cleared {
+                minor: 0,
+                merchant: 0,
+            },
+            Payload::Cleared {
+                minor: CLEARED_MINOR_MAX,
+                merchant: CLEARED_MERCHANTS - 1,
+            },
+            Payload::Cleared {
+                minor: 12_345,
+                merchant: 7,
+            },
         ] {
-            let r = KeyRecord::new(u64::MAX - 1, u32::MAX, 7, 3, 0xBEEF, payload);
+            let mut r = KeyRecord::new(u64::MAX - 1, u32::MAX, 7, 3, 0xBEEF, payload);
             assert_eq!(r.op(), 7);
+            assert_eq!(r.payload(), payload);
+            assert_eq!(KeyRecord::from_words(r.to_words()), Some(r));
+            r.set_batch_result(1, 2);
+            assert!(r.batched());
+            assert_eq!((r.op(), r.code, r.generation), (7, 1, 2));
             assert_eq!(r.payload(), payload);
             assert_eq!(KeyRecord::from_words(r.to_words()), Some(r));
         }
         let words = KeyRecord::new(1, 2, 7, 3, 4, Payload::Minor(5)).to_words();
         let refused = [
             [words[0], words[1] & !0xFFFF_FFFF, words[2]],
-            [words[0], words[1] | 0x7F << 32, words[2]],
+            [words[0], words[1] | 0x1F << 32, words[2]],
+            [words[0], words[1] | 0x20 << 32, words[2]],
             [words[0], words[1] | 0xFF << 40, words[2]],
             [words[0], words[1], u64::MAX],
         ];

@@ -136,6 +136,7 @@ impl Shard {
         if self.accounts[q.slot as usize].frozen {
             return (Code::AccountFrozen, 0);
         }
-        self.debit_checked(q.slot, q.id, q.minor, q.merchant())
+        let merchant = q.merchant().map(|m| self.merchant_at(m));
+        self.debit_checked(q.slot, q.id, q.minor, merchant)
     }
 }

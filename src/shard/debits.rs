@@ -16,13 +16,15 @@ impl Shard {
         (Code::Ok, 0)
     }
 
+    /// A debit, for the merchant at index `merchant` if any (its checks
+    /// made).
     #[inline(always)]
     pub(super) fn debit(
         &mut self,
         slot: u32,
         id: TxnId,
         amount: AmountArg,
-        merchant: Option<MerchantId>,
+        merchant: Option<u32>,
     ) -> (Code, i64) {
         let a = self.accounts[slot as usize];
         let Some(minor) = amount.to_positive_minor(a.currency.exponent()) else {
@@ -31,11 +33,13 @@ impl Shard {
         if a.frozen {
             return (Code::AccountFrozen, 0);
         }
-        if a.ext == EXT_NONE && self.policy.is_none() && merchant.is_none() {
+        if a.ext == EXT_NONE && self.policy.is_none() {
             // The plain path, spelled out so it inlines: no overdraft, no
             // limits, no rules, no velocity ring; only the day's sum, which
             // SPEC keeps for every account (a bound set at noon counts the
-            // morning). `debit_now` is the same for the general case.
+            // morning), and the clearing of a merchant debit (known not to
+            // be one where the caller passes `None`). `debit_now` is the
+            // same for the general case.
             if i128::from(a.balance) - i128::from(a.held) < i128::from(minor) {
                 return (Code::InsufficientFunds, 0);
             }
@@ -48,6 +52,9 @@ impl Shard {
             }
             account.day_total = account.day_total.saturating_add(minor);
             self.ledger.debits += i128::from(minor);
+            if let Some(merchant) = merchant {
+                self.clear(slot, id, merchant, minor, !clears_in_key(minor, merchant));
+            }
             return (Code::Ok, minor);
         }
         self.debit_checked(slot, id, minor, merchant)
@@ -62,7 +69,7 @@ impl Shard {
         slot: u32,
         id: TxnId,
         minor: i64,
-        merchant: Option<MerchantId>,
+        merchant: Option<u32>,
     ) -> (Code, i64) {
         let a = self.accounts[slot as usize];
         if !self.limits_allow(&a, minor, minor) {
@@ -72,7 +79,7 @@ impl Shard {
             RiskDecision::Approve => {
                 let (code, moved) = self.debit_now(slot, minor);
                 if let (Code::Ok, Some(merchant)) = (code, merchant) {
-                    self.clear(slot, id, merchant, moved);
+                    self.clear(slot, id, merchant, moved, !clears_in_key(moved, merchant));
                 }
                 (code, moved)
             }
@@ -80,6 +87,7 @@ impl Shard {
             RiskDecision::Review => {
                 // The review hold carries the merchant: the capture that
                 // approves it clears.
+                let merchant = merchant.map(|index| self.merchants[index as usize].id);
                 let code = self.place_hold(slot, id, minor, HOLD_EXPIRES_IN_MS_DEFAULT, merchant);
                 if code == Code::Ok {
                     (Code::HeldForReview, 0)

@@ -165,7 +165,10 @@ impl Shard {
             self.end_hold(slot, auth, HoldState::Closed);
         }
         if let Some(merchant) = hold.merchant {
-            self.clear(slot, id, merchant, minor);
+            // A capture's key holds a fingerprint: where it cleared is
+            // kept beside it.
+            let index = self.merchant_at(merchant);
+            self.clear(slot, id, index, minor, true);
         }
         (Code::Ok, minor)
     }

@@ -37,6 +37,9 @@ impl Shard {
                     && match r.payload() {
                         Payload::Minor(minor) => fields.minor(exponent) == Some(minor),
                         Payload::Fingerprint(fp) => fields.fingerprint(op) == fp,
+                        Payload::Cleared { minor, merchant } => {
+                            fields.cleared(exponent) == Some((minor, merchant))
+                        }
                     };
                 return if same {
                     Outcome::replay(Code::from_u8(r.code))
@@ -57,12 +60,14 @@ impl Shard {
             // is left of a hold): kept beside the key.
             Payload::Fingerprint(_) => {
                 if moved != 0 {
-                    // A capture, or a debit for a merchant.
+                    // A capture, or a debit for a merchant past what a
+                    // `Payload::Cleared` holds.
                     debug_assert!(op == Op::Capture || op == Op::Debit, "{op:?}");
                     let previous = self.capture_amounts.insert((slot, id), moved);
                     debug_assert!(previous.is_none(), "an amount outlives its key");
                 }
             }
+            Payload::Cleared { minor, .. } => debug_assert!(moved == 0 || moved == minor),
         }
         self.keys.fill(
             vacant,
@@ -209,6 +214,13 @@ pub(super) enum Fields {
     Amount(AmountArg),
     /// Every other keyed op: [`fingerprint`] of its fields.
     Hashed(u64),
+    /// A debit or queued debit for a merchant: its amount and merchant,
+    /// and the merchant's index in the shard (`None`: no such merchant).
+    Cleared {
+        amount: AmountArg,
+        merchant: MerchantId,
+        index: Option<u32>,
+    },
 }
 
 impl Fields {
@@ -218,7 +230,23 @@ impl Fields {
     pub(super) fn minor(self, exponent: u32) -> Option<i64> {
         match self {
             Fields::Amount(amount) => minor_value(amount, exponent),
-            Fields::Hashed(_) => None,
+            Fields::Hashed(_) | Fields::Cleared { .. } => None,
+        }
+    }
+
+    /// A merchant debit's amount and merchant index, as a
+    /// `Payload::Cleared` holds them, where they fit one.
+    #[inline]
+    pub(super) fn cleared(self, exponent: u32) -> Option<(i64, u32)> {
+        match self {
+            Fields::Cleared {
+                amount,
+                index: Some(index),
+                ..
+            } => minor_value(amount, exponent)
+                .filter(|&minor| clears_in_key(minor, index))
+                .map(|minor| (minor, index)),
+            _ => None,
         }
     }
 
@@ -226,15 +254,24 @@ impl Fields {
         match self {
             Fields::Amount(amount) => fingerprint(op, &[amount.fingerprint()]),
             Fields::Hashed(fp) => fp,
+            // As before `Payload::Cleared` existed: keys in older logs and
+            // snapshots still compare.
+            Fields::Cleared {
+                amount, merchant, ..
+            } => fingerprint(op, &[amount.fingerprint(), 1, merchant]),
         }
     }
 
     /// What the key record keeps: the amount where it has minor units (a
-    /// plain debit's case: no hashing), else the fingerprint.
+    /// plain debit's case: no hashing), a merchant debit's amount and
+    /// merchant where they fit, else the fingerprint.
     #[inline]
     pub(super) fn payload(self, op: Op, exponent: u32) -> Payload {
-        match self.minor(exponent) {
-            Some(minor) => Payload::Minor(minor),
+        if let Some(minor) = self.minor(exponent) {
+            return Payload::Minor(minor);
+        }
+        match self.cleared(exponent) {
+            Some((minor, merchant)) => Payload::Cleared { minor, merchant },
             None => Payload::Fingerprint(self.fingerprint(op)),
         }
     }

@@ -46,6 +46,7 @@ pub(super) fn settle_outcome(code: Code, figures: Settlement, replayed: bool) ->
 /// One merchant as a shard knows it.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Merchant {
+    pub(super) id: MerchantId,
     pub(super) currency: Currency,
     pub(super) fee_bps: u16,
     /// This shard's part of the merchant's current batch.
@@ -107,7 +108,7 @@ impl Shard {
         if let Some(key) = self.settles.get(&(merchant, id)) {
             return settle_outcome(key.code, key.figures, true);
         }
-        let Some(m) = self.merchants.get_mut(&merchant) else {
+        let Some(m) = self.merchant_mut(merchant) else {
             return Outcome::new(Code::UnknownMerchant);
         };
         let mut cut = m.cut.map_or(Part::default(), |(_, p)| p);
@@ -137,7 +138,7 @@ impl Shard {
         figures: Settlement,
     ) -> Outcome {
         let generation = self.generation();
-        let Some(m) = self.merchants.get_mut(&merchant) else {
+        let Some(m) = self.merchant_mut(merchant) else {
             debug_assert!(false, "a close names a merchant its cut found");
             return Outcome::new(Code::UnknownMerchant);
         };
@@ -177,7 +178,7 @@ impl Shard {
         currency: Option<Currency>,
         fee_bps: Option<u16>,
     ) -> Code {
-        if self.merchants.contains_key(&merchant) {
+        if self.merchant_slot(merchant).is_some() {
             return Code::MerchantExists;
         }
         let Some(currency) = currency else {
@@ -185,26 +186,52 @@ impl Shard {
         };
         let fee_bps = fee_bps.unwrap_or(0);
         debug_assert!(fee_bps <= FEE_BPS_MAX, "the codec bounds fee_bps");
-        self.merchants.insert(
-            merchant,
-            Merchant {
-                currency,
-                fee_bps: fee_bps.min(FEE_BPS_MAX),
-                part: Part::default(),
-                batches: 0,
-                settled_net: 0,
-                fees: 0,
-                cut: None,
-            },
-        );
+        let index = u32::try_from(self.merchants.len()).expect("fewer than 2^32 merchants");
+        self.merchant_index.insert(merchant, index + 1);
+        self.merchants.push(Merchant {
+            id: merchant,
+            currency,
+            fee_bps: fee_bps.min(FEE_BPS_MAX),
+            part: Part::default(),
+            batches: 0,
+            settled_net: 0,
+            fees: 0,
+            cut: None,
+        });
         Code::Ok
+    }
+
+    /// The index in `merchants` of the merchant with this id.
+    #[inline]
+    pub(super) fn merchant_slot(&self, merchant: MerchantId) -> Option<u32> {
+        // The index holds index + 1 (0 marks an empty cell).
+        let found = self.merchant_index.get(merchant, |slot| {
+            self.merchants[slot as usize - 1].id == merchant
+        })?;
+        Some(found - 1)
+    }
+
+    /// As `merchant_slot`, for a merchant known to exist.
+    pub(super) fn merchant_at(&self, merchant: MerchantId) -> u32 {
+        self.merchant_slot(merchant)
+            .expect("merchants are never forgotten")
+    }
+
+    fn merchant(&self, merchant: MerchantId) -> Option<&Merchant> {
+        let index = self.merchant_slot(merchant)?;
+        Some(&self.merchants[index as usize])
+    }
+
+    pub(super) fn merchant_mut(&mut self, merchant: MerchantId) -> Option<&mut Merchant> {
+        let index = self.merchant_slot(merchant)?;
+        Some(&mut self.merchants[index as usize])
     }
 
     /// `merchant`: this shard's figures (its part of `pending`; the
     /// settled figures, which every shard has alike). The engine sums the
     /// shards' answers.
     pub(super) fn merchant_figures(&self, merchant: MerchantId) -> Outcome {
-        let Some(m) = self.merchants.get(&merchant) else {
+        let Some(m) = self.merchant(merchant) else {
             return Outcome::new(Code::UnknownMerchant);
         };
         Outcome {
@@ -225,44 +252,57 @@ impl Shard {
     /// account's: `unknown_merchant`, then `currency_mismatch`.
     #[inline]
     pub(super) fn merchant_allows(&self, slot: u32, merchant: Option<MerchantId>) -> Code {
-        let Some(merchant) = merchant else {
-            return Code::Ok;
-        };
-        match self.merchants.get(&merchant) {
-            None => Code::UnknownMerchant,
-            Some(m) if m.currency != self.accounts[slot as usize].currency => {
-                Code::CurrencyMismatch
-            }
-            Some(_) => Code::Ok,
+        match merchant {
+            None => Code::Ok,
+            Some(merchant) => self.merchant_allows_at(slot, self.merchant_slot(merchant)),
         }
     }
 
-    /// Clears `minor`, just taken by the ok request `id` on `slot`, to
-    /// `merchant`, and remembers where it went for a refund's charge-back
-    /// (kept as long as the request's key).
-    pub(super) fn clear(&mut self, slot: u32, id: TxnId, merchant: MerchantId, minor: i64) {
+    /// As `merchant_allows`, for the merchant found at `index` (`None`: no
+    /// such merchant).
+    #[inline]
+    pub(super) fn merchant_allows_at(&self, slot: u32, index: Option<u32>) -> Code {
+        match index {
+            None => Code::UnknownMerchant,
+            Some(index) => {
+                if self.merchants[index as usize].currency == self.accounts[slot as usize].currency
+                {
+                    Code::Ok
+                } else {
+                    Code::CurrencyMismatch
+                }
+            }
+        }
+    }
+
+    /// Clears `minor`, just taken by the ok request `id` on `slot`, to the
+    /// merchant at `index`. With `remember`, where it went is kept for a
+    /// refund's charge-back, as long as the request's key (a capture's key,
+    /// or a merchant debit's past what a `Payload::Cleared` holds;
+    /// otherwise the key itself names the merchant).
+    #[inline]
+    pub(super) fn clear(&mut self, slot: u32, id: TxnId, index: u32, minor: i64, remember: bool) {
         debug_assert!(minor > 0);
-        let m = self
-            .merchants
-            .get_mut(&merchant)
-            .expect("a clearing names a merchant its request checked");
+        let m = &mut self.merchants[index as usize];
         m.part.count += 1;
         m.part.gross += i128::from(minor);
-        let previous = self.cleared_to.insert((slot, id), merchant);
-        debug_assert!(previous.is_none(), "a key clears once");
+        if remember {
+            let previous = self.cleared_to.insert((slot, id), m.id);
+            debug_assert!(previous.is_none(), "a key clears once");
+        }
     }
 
-    /// A refund of `minor` of the original `of` on `slot`: if the original
-    /// cleared to a merchant, it is charged back to that merchant's
-    /// current batch.
-    pub(super) fn charge_back(&mut self, slot: u32, of: TxnId, minor: i64) {
-        if let Some(merchant) = self.cleared_to.get(&(slot, of)) {
-            let m = self
-                .merchants
-                .get_mut(merchant)
-                .expect("merchants are never forgotten");
-            m.part.refunded += i128::from(minor);
-        }
+    /// A refund of `minor` of the ok `original`: if it cleared to a
+    /// merchant, it is charged back to that merchant's current batch.
+    pub(super) fn charge_back(&mut self, original: &KeyRecord, minor: i64) {
+        let index = match original.payload() {
+            Payload::Cleared { merchant, .. } => merchant,
+            _ => match self.cleared_to.get(&(original.slot, original.id)) {
+                Some(&merchant) => self.merchant_at(merchant),
+                None => return,
+            },
+        };
+        self.merchants[index as usize].part.refunded += i128::from(minor);
     }
 }
 

@@ -43,7 +43,7 @@ use crate::money::{AmountArg, Currency};
 use crate::outcome::{Code, Info, Outcome};
 use crate::request::{AccountId, Internal, LimitsArg, Op, Request, Step, TxnId};
 use crate::risk::{Limits, RiskContext, RiskDecision, RiskPolicy, SpecRules, Velocity};
-use crate::table::{KeyRecord, KeySpare, KeyTable, Payload, SWEEP_CELLS_PER_STEP};
+use crate::table::{clears_in_key, KeyRecord, KeySpare, KeyTable, Payload, SWEEP_CELLS_PER_STEP};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
@@ -109,8 +109,13 @@ pub struct Shard {
     /// of its fields, not an amount. Kept exactly as long as that key.
     capture_amounts: WordMap<(u32, TxnId), i64>,
     /// Every merchant (all shards know all of them), with this shard's
-    /// part of its current batch. Never forgotten.
-    merchants: WordMap<MerchantId, Merchant>,
+    /// part of its current batch, in the order they were opened (the same
+    /// on every shard). Never forgotten. A merchant debit's key names its
+    /// merchant by its index here (`Payload::Cleared`).
+    merchants: Vec<Merchant>,
+    /// Merchant id -> index in `merchants`, plus one (the account index's
+    /// open addressing: one multiply to hash, no std hasher).
+    merchant_index: AccountIndex,
     /// The merchant each ok debit or capture that cleared went to, by its
     /// key (slot, id), for a refund's charge-back. Kept exactly as long as
     /// that key.
@@ -170,7 +175,8 @@ impl Shard {
             holds: WordMap::default(),
             refunded: WordMap::default(),
             capture_amounts: WordMap::default(),
-            merchants: WordMap::default(),
+            merchants: Vec::new(),
+            merchant_index: AccountIndex::new(),
             cleared_to: WordMap::default(),
             settles: WordMap::default(),
             queued: Vec::new(),
@@ -376,20 +382,21 @@ impl Shard {
                 amount,
                 merchant: Some(merchant),
             } => {
-                // A debit for a merchant is compared by fingerprint (its
-                // fields are more than an amount); its amount is kept
-                // beside its key for refunds, as a capture's is.
-                let fp = fingerprint(Op::Debit, &[amount.fingerprint(), 1, merchant]);
-                self.keyed(
-                    account,
-                    id,
-                    Op::Debit,
-                    Fields::Hashed(fp),
-                    |s, slot| match s.merchant_allows(slot, Some(merchant)) {
-                        Code::Ok => s.debit(slot, id, amount, Some(merchant)),
+                // A debit for a merchant keeps its amount and its
+                // merchant's index in its key (`Payload::Cleared`), which
+                // is all a replay compares and a refund needs.
+                let index = self.merchant_slot(merchant);
+                let fields = Fields::Cleared {
+                    amount,
+                    merchant,
+                    index,
+                };
+                self.keyed(account, id, Op::Debit, fields, |s, slot| {
+                    match s.merchant_allows_at(slot, index) {
+                        Code::Ok => s.debit(slot, id, amount, index),
                         refused => (refused, 0),
-                    },
-                )
+                    }
+                })
             }
             Request::Authorize {
                 id,
@@ -523,9 +530,11 @@ impl Shard {
             } => {
                 let fields = match merchant {
                     None => Fields::Amount(amount),
-                    Some(m) => {
-                        Fields::Hashed(fingerprint(Op::QueueDebit, &[amount.fingerprint(), 1, m]))
-                    }
+                    Some(m) => Fields::Cleared {
+                        amount,
+                        merchant: m,
+                        index: self.merchant_slot(m),
+                    },
                 };
                 let mut outcome =
                     self.keyed(account, id, Op::QueueDebit, fields, |s, slot| {

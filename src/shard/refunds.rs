@@ -42,7 +42,7 @@ impl Shard {
         a.balance = balance;
         self.ledger.refunds += i128::from(minor);
         self.refunded.insert((slot, of), refunded + minor);
-        self.charge_back(slot, of, minor);
+        self.charge_back(&original, minor);
         (Code::Ok, 0)
     }
 
@@ -52,7 +52,7 @@ impl Shard {
     pub(super) fn moved_by(&self, record: &KeyRecord) -> Option<i64> {
         debug_assert_eq!(record.code, Code::Ok as u8);
         let moved = match record.payload() {
-            Payload::Minor(minor) => Some(minor),
+            Payload::Minor(minor) | Payload::Cleared { minor, .. } => Some(minor),
             Payload::Fingerprint(_) => self.capture_amounts.get(&(record.slot, record.id)).copied(),
         };
         moved.filter(|&m| m > 0)

@@ -101,8 +101,9 @@ impl Shard {
             w.u64(id);
         }
         w.u64(self.merchants.len() as u64);
-        for (&id, m) in &self.merchants {
-            w.u64(id);
+        // In index order: a merchant debit's key names its merchant by it.
+        for m in &self.merchants {
+            w.u64(m.id);
             w.u64(m.currency as u64);
             w.u64(u64::from(m.fee_bps));
             w.u64(m.part.count);
@@ -121,7 +122,7 @@ impl Shard {
         let cuts: Vec<_> = self
             .merchants
             .iter()
-            .filter_map(|(&m, merchant)| merchant.cut.map(|cut| (m, cut)))
+            .filter_map(|merchant| merchant.cut.map(|cut| (merchant.id, cut)))
             .collect();
         w.u64(cuts.len() as u64);
         for (merchant, (id, part)) in cuts {
@@ -322,6 +323,7 @@ impl Shard {
                 let [gross, refunded, settled_net, fees] =
                     [r.i128()?, r.i128()?, r.i128()?, r.i128()?];
                 let merchant = Merchant {
+                    id,
                     currency,
                     fee_bps,
                     part: merchants::Part {
@@ -334,9 +336,12 @@ impl Shard {
                     fees,
                     cut: None,
                 };
-                if shard.merchants.insert(id, merchant).is_some() {
+                let index = u32::try_from(shard.merchants.len()).ok()?;
+                if shard.merchant_slot(id).is_some() {
                     return None;
                 }
+                shard.merchant_index.insert(id, index + 1);
+                shard.merchants.push(merchant);
             }
             for _ in 0..r.len(24)? {
                 let key = (u32::try_from(r.u64()?).ok()?, r.u64()?);
@@ -354,7 +359,7 @@ impl Shard {
                     gross: r.i128()?,
                     refunded: r.i128()?,
                 };
-                let m = shard.merchants.get_mut(&merchant)?;
+                let m = shard.merchant_mut(merchant)?;
                 if m.cut.replace((id, part)).is_some() {
                     return None;
                 }
@@ -418,7 +423,12 @@ impl Shard {
         // Only deposits and debits hold an amount, and what a refund needs
         // of every ok debit and capture is there (the other way round is in
         // `check_invariants`).
+        let merchants = shard.merchants.len();
         let keys_ok = shard.keys.records().all(|k| {
+            if let Payload::Cleared { merchant, .. } = k.payload() {
+                let debit = k.op() == Op::Debit as u8 || k.op() == Op::QueueDebit as u8;
+                return debit && (merchant as usize) < merchants;
+            }
             let by_amount = k.op() == Op::Deposit as u8
                 || k.op() == Op::Debit as u8
                 || k.op() == Op::QueueDebit as u8;

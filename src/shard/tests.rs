@@ -334,14 +334,11 @@ fn snapshots_round_trip_every_table() {
         );
     }
     assert_eq!(s.queued.len(), 2);
-    assert!(s.merchants[&70].cut.is_some());
+    assert!(s.merchant_mut(70).unwrap().cut.is_some());
     assert_eq!(s.settles.len(), 1);
-    assert_eq!(
-        s.capture_amounts.len(),
-        6,
-        "three captures, two merchant debits, a merchant's queued debit"
-    );
-    assert_eq!(s.cleared_to.len(), 4);
+    // Merchant debits keep amount and merchant in their keys.
+    assert_eq!(s.capture_amounts.len(), 3, "three captures");
+    assert_eq!(s.cleared_to.len(), 1, "one capture for a merchant");
     let mut bytes = Vec::new();
     s.encode_snapshot(&mut bytes);
     let mut copy = Shard::decode_snapshot(&bytes, 10_000, None).expect("decodes");
@@ -353,7 +350,10 @@ fn snapshots_round_trip_every_table() {
     assert_eq!(copy.queued, s.queued);
     assert_eq!(copy.queued_per_slot, s.queued_per_slot);
     assert_eq!(copy.settles, s.settles);
-    assert_eq!(copy.merchants[&70].cut, s.merchants[&70].cut);
+    assert_eq!(
+        copy.merchant_mut(70).unwrap().cut,
+        s.merchant_mut(70).unwrap().cut
+    );
     // Both go on identically: replays, and refunds of what is left.
     let refund = |id, of| refund(id, of, None);
     // (A settle's close comes once: the engine sends it after its cut.)
@@ -956,4 +956,86 @@ fn reserved_keys_fit_within_the_memory_budget() {
     }
     assert_eq!(s.stats().keys, keys);
     assert_eq!(s.stats().key_bytes, sized, "no growth, no spare");
+}
+
+/// A merchant debit keeps its amount and merchant in its key
+/// (`Payload::Cleared`) up to 2^47 - 1 minor units; past that it keeps a
+/// fingerprint with the amount and merchant beside it. Both replay, refund
+/// and charge back alike.
+#[test]
+fn merchant_debits_past_what_a_key_holds_keep_them_beside_it() {
+    let mut s = Shard::new(0, 10_000, None);
+    let open = |account| Request::OpenAccount {
+        account,
+        currency: Some(Currency::JPY),
+        overdraft: None,
+    };
+    for r in [
+        open(1),
+        Request::OpenMerchant {
+            merchant: 9,
+            currency: Some(Currency::JPY),
+            fee_bps: None,
+        },
+        Request::Deposit {
+            id: 1,
+            account: 1,
+            amount: amount("999999999999999"),
+        },
+    ] {
+        assert_eq!(code(&mut s, r), Code::Ok);
+    }
+    let big = (1u64 << 47).to_string();
+    let small = ((1u64 << 47) - 1).to_string();
+    let debit = |id, text: &str| Request::Debit {
+        id,
+        account: 1,
+        amount: amount(text),
+        merchant: Some(9),
+    };
+    assert_eq!(code(&mut s, debit(2, &small)), Code::Ok);
+    assert_eq!(code(&mut s, debit(3, &big)), Code::Ok);
+    assert!(matches!(
+        s.keys.get(1, 2).unwrap().payload(),
+        Payload::Cleared { .. }
+    ));
+    assert!(matches!(
+        s.keys.get(1, 3).unwrap().payload(),
+        Payload::Fingerprint(_)
+    ));
+    assert_eq!(s.capture_amounts.len(), 1);
+    assert_eq!(s.cleared_to.len(), 1);
+    // Replays and conflicts compare amount and merchant either way.
+    for (id, text) in [(2, small.as_str()), (3, big.as_str())] {
+        assert!(s.apply(&debit(id, text)).replayed);
+        let other_merchant = Request::Debit {
+            id,
+            account: 1,
+            amount: amount(text),
+            merchant: Some(8),
+        };
+        assert_eq!(code(&mut s, other_merchant), Code::IdConflict);
+        let no_merchant = Request::Debit {
+            id,
+            account: 1,
+            amount: amount(text),
+            merchant: None,
+        };
+        assert_eq!(code(&mut s, no_merchant), Code::IdConflict);
+        assert_eq!(code(&mut s, debit(id, "1")), Code::IdConflict);
+    }
+    // Refunds of both are charged back to merchant 9.
+    let refund = |id, of| Request::Refund {
+        id,
+        account: 1,
+        of,
+        amount: Some(amount("5")),
+    };
+    assert_eq!(code(&mut s, refund(4, 2)), Code::Ok);
+    assert_eq!(code(&mut s, refund(5, 3)), Code::Ok);
+    let figures = s.apply(&Request::Merchant { merchant: 9 });
+    let Info::Merchant(m) = figures.info else {
+        panic!("{figures:?}")
+    };
+    assert_eq!(m.pending, (1i128 << 48) - 1 - 10);
 }
