@@ -762,3 +762,32 @@ fn generator_lines_mean_what_the_generator_thinks() {
         }
     }
 }
+
+/// The streams with every feature on, answered by the reference model
+/// alone: they must reach every outcome and corner of the coverage floor.
+/// For working on the generator before the engine has a feature (run with
+/// `--ignored`); the three engine runs check the same floor.
+#[test]
+#[ignore]
+fn generator_coverage_without_an_engine() {
+    for run in &RUNS {
+        let lines = generator::generate_with(
+            run_seed(run),
+            request_count(),
+            run.dedup_window_ms,
+            generator::FEATURES.to_vec(),
+        );
+        reference::take_hits();
+        let mut model = Model::new(run.dedup_window_ms);
+        let mut tally: std::collections::BTreeMap<String, usize> = Default::default();
+        for line in &lines {
+            let outcome = model.step(&line.req, None);
+            *tally.entry(tally_key(&line.req, &outcome)).or_default() += 1;
+        }
+        let hits = reference::take_hits();
+        if std::env::var_os("DEBITCORE_MODEL_TALLY").is_some() {
+            eprintln!("{}: {tally:#?}\n{hits:#?}", run.name);
+        }
+        coverage_floor(run, &tally, &hits);
+    }
+}

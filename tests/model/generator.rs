@@ -1267,11 +1267,7 @@ impl Generator {
             .iter()
             .rev()
             .take(take)
-            .filter_map(|id| {
-                acct.keys
-                    .get(id)
-                    .map(|k| (*id, !self.model.may_be_forgotten(k.first_ms)))
-            })
+            .filter_map(|id| acct.keys.get(id).map(|k| (*id, self.model.key_sure(k))))
             .collect()
     }
 
@@ -2067,9 +2063,12 @@ impl Generator {
             }
         }
         let outcome = self.model.step(&req, None);
+        // Accounts of the close pool are picked from `pool`, rarely.
         if let (Req::Open { account, .. }, "ok") = (&req, outcome.result.as_str()) {
-            let at = self.open.partition_point(|a| a < account);
-            self.open.insert(at, *account);
+            if *account < CLOSE_POOL {
+                let at = self.open.partition_point(|a| a < account);
+                self.open.insert(at, *account);
+            }
         }
         self.lines.push(GenLine { text, req, account });
     }
@@ -2589,6 +2588,12 @@ impl Generator {
         for _ in 0..self.rng.range(1, 5) {
             let req = self.gen_queue_debit(account);
             self.emit(req);
+        }
+        if let Some(q) = self.model.queue.last() {
+            if self.rng.percent(50) {
+                let (account, id) = (q.account, q.id);
+                self.emit(Req::Status { account, id });
+            }
         }
         let freeze = self.rng.percent(30);
         if freeze {
