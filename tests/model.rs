@@ -596,6 +596,56 @@ fn mismatch_report(
         before.step(&l.req, a.as_ref());
     }
     let _ = writeln!(r, "engine time before the line: {} ms", before.now_ms);
+    let merchant = match &line.req {
+        Req::Settle { merchant, .. }
+        | Req::Merchant { merchant }
+        | Req::OpenMerchant { merchant, .. } => Some(*merchant),
+        other => other.merchant(),
+    };
+    if let Some(merchant) = merchant {
+        match before.merchants.get(&merchant) {
+            Some(m) => {
+                let _ = writeln!(r, "model view of merchant {merchant}: {}", m.summary());
+            }
+            None => {
+                let _ = writeln!(r, "model view: merchant {merchant} is not open");
+            }
+        }
+        let _ = writeln!(
+            r,
+            "recent lines naming merchant {merchant} (settles, queries, debits and holds for it), oldest first, as `expected | actual`:"
+        );
+        let names = |req: &Req| match req {
+            Req::Settle { merchant: m, .. }
+            | Req::Merchant { merchant: m }
+            | Req::OpenMerchant { merchant: m, .. } => *m == merchant,
+            other => other.merchant() == Some(merchant),
+        };
+        let shown: Vec<usize> = (0..index)
+            .rev()
+            .filter(|&i| names(&lines[i].req))
+            .take(16)
+            .collect();
+        for &i in shown.iter().rev() {
+            let _ = writeln!(
+                r,
+                "  line {}: {}\n      => {} | {}",
+                i + 1,
+                lines[i].text,
+                expected[i],
+                output.get(i).map_or("<no line>", String::as_str)
+            );
+        }
+    }
+    if let Req::RunBatch = &line.req {
+        let _ = writeln!(
+            r,
+            "queued debits the batch applies (account, id, amount, merchant):"
+        );
+        for q in &before.queue {
+            let _ = writeln!(r, "  {} #{} {} {:?}", q.account, q.id, q.amount, q.merchant);
+        }
+    }
     if let Some(account) = line.account {
         match before.accounts.get(&account) {
             Some(acct) => {
