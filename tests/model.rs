@@ -233,8 +233,10 @@ const SECTION_CORNERS: [(&str, &str); 31] = [
 ];
 
 /// More corners of the last section that need two features at once.
-const PAIRED_CORNERS: [(&str, &str, &str); 8] = [
+const PAIRED_CORNERS: [(&str, &str, &str); 10] = [
     ("batch", "closing", "close with a queued debit waiting"),
+    ("batch", "closing", "close with only a queued debit waiting"),
+    ("closing", "", "close with only a hold active"),
     ("history", "closing", "close of an account with history"),
     ("history", "", "history before 1 (nothing before it)"),
     ("history", "", "history before = last seq"),

@@ -1149,6 +1149,15 @@ impl Model {
                 if acct.waiting > 0 {
                     hit("close with a queued debit waiting");
                 }
+                match (
+                    acct.balance == 0,
+                    acct.active_holds.is_empty(),
+                    acct.waiting == 0,
+                ) {
+                    (true, false, true) => hit("close with only a hold active"),
+                    (true, true, false) => hit("close with only a queued debit waiting"),
+                    _ => {}
+                }
                 if !acct.is_empty() {
                     return Outcome::new(0, "account_not_empty");
                 }
