@@ -12,10 +12,27 @@
 //!   known one is open. The model itself never changes.
 //! - `DEBITCORE_MODEL_TALLY=1`: print how often each op/result pair and each
 //!   corner of SPEC came up.
+//! - `DEBITCORE_MODEL_FEATURES=merchants,settle,batch,closing,history`
+//!   (comma-separated; default: all of them): which parts of SPEC's section
+//!   "Merchants and clearing, batch debits, closing accounts, history" the
+//!   streams exercise, for an engine that has only some of them
+//!   (`settle` brings `merchants`). The model always knows all of them; the
+//!   coverage floor asks only for the outcomes of the features that are on.
 //!
 //! The three tests differ in stream, shard count (1, 2, 4) and dedup window
 //! (24 h, 10 s, 60 s). Each also fails if its stream stops reaching the
 //! outcomes and corners listed in `coverage_floor` and `CORNERS`.
+//!
+//! At every `merchant` query (the generator sends them after most settles
+//! and batches) the engine's own figures must also satisfy SPEC's
+//! per-merchant conservation: what the model saw cleared minus charged back
+//! = `pending` + the sum of (gross - refunded) over the engine's settles,
+//! each with gross - refunded = fee + net (`Ledger`).
+//!
+//! `reference_model_agrees_with_spec_streams` checks the model alone
+//! against SPEC's example streams in tests/data/streams (merchants
+//! included), and `generator_lines_mean_what_the_generator_thinks` reads
+//! every generated line back through `model/parse.rs`.
 //!
 //! On a mismatch the test names the line, the request, what SPEC requires
 //! and what the engine said, shows the model's view of the account and the

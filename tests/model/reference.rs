@@ -12,7 +12,16 @@
 //! `auth_not_found`, a `not_refundable`, an `unknown_id`)? If so, the model
 //! forgets the thing too (for good) and goes on; otherwise it insists on the
 //! remembered answer. Without an actual outcome (while generating) it
-//! assumes everything is remembered.
+//! assumes everything is remembered. The same holds for settle keys (a
+//! settle past the window that the engine does not replay is a new one) and
+//! for statement entries (an entry past the window that a `history` page
+//! leaves out is gone for good; one inside the window must be there). A
+//! queued debit's key and entry are never forgotten before its batch.
+//!
+//! Outcome fields that are not strings (`batch`, `count`, `fee_bps`,
+//! `applied`, ..., and `entries`) are held in `Outcome::fields` as
+//! `json:` and their JSON text (`JSON_PREFIX`), so a string "1" never
+//! passes for the integer 1.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
