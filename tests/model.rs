@@ -311,14 +311,37 @@ const SECTION_FIELDS: [&str; 17] = [
 ];
 
 /// One outcome line, as `common::Outcome::parse` reads it plus the fields
-/// of SPEC's last section.
+/// of SPEC's last section (one JSON parse: this runs on every line).
 fn parse_outcome(text: &str) -> Result<Outcome, String> {
-    let mut outcome = Outcome::parse(text)?;
     let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("outcome is not JSON ({e})"))?;
+        serde_json::from_str(text).map_err(|e| format!("outcome is not JSON ({e}): {text:?}"))?;
     let Some(object) = value.as_object() else {
         return Err(format!("outcome is not a JSON object: {text:?}"));
     };
+    let line = object
+        .get("line")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| format!("outcome has no integer `line`: {text:?}"))?;
+    let result = object
+        .get("result")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| format!("outcome has no string `result`: {text:?}"))?;
+    let replayed = match object.get("replayed") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(other) => return Err(format!("`replayed` is not a boolean ({other}): {text:?}")),
+    };
+    let mut outcome = Outcome::new(line, result);
+    outcome.replayed = replayed;
+    for name in common::NAMED_FIELDS {
+        if let Some(v) = object.get(name) {
+            let shown = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => format!("<non-string {other}>"),
+            };
+            outcome.fields.insert(name.to_string(), shown);
+        }
+    }
     for name in SECTION_FIELDS {
         if let Some(v) = object.get(name) {
             let shown = match (name, v) {
