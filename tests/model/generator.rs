@@ -12,6 +12,14 @@
 //!   neither create a hold nor a refundable original (deposit, void, refund,
 //!   increment), so "forgotten, then done again" never leaves two holds or two
 //!   originals under one id.
+//!
+//! SPEC's last section (merchants, settle, batch debits, closing accounts,
+//! history) is generated only for the features `DEBITCORE_MODEL_FEATURES`
+//! switches on (see `FEATURES`), so the stream can follow an engine that
+//! has some of them. Its accounts that are closed for good come from a pool
+//! of their own (`CLOSE_POOL`) and are picked only now and then afterwards;
+//! every `settle` and `run_batch` is mostly followed by `merchant` queries
+//! (a quiet moment for the conservation check).
 
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
@@ -124,6 +132,27 @@ const WHALES: [u64; 2] = [u64::MAX, 1 << 63];
 /// Opened with the largest overdraft, so holds can pile up to 2^63 - 1.
 const DEEP_OVERDRAFT: u64 = 0;
 
+/// Merchants the stream opens (id, currency, fee_bps): every fee edge, ids
+/// that are also account ids (a space of their own), the id edges.
+const MERCHANTS: [(u64, &str, u64); 12] = [
+    (1, "USD", 250),
+    (2, "USD", 0),
+    (3, "JPY", 10_000),
+    (4, "KWD", 125),
+    (5, "USD", 10_000),
+    (0, "JPY", 1),
+    (u64::MAX, "KWD", 0),
+    (7, "EUR", 9_999),
+    (8, "GBP", 33),
+    (9, "BHD", 5_000),
+    (1 << 63, "USD", 7),
+    (9_007_199_254_740_993, "JPY", 333),
+];
+/// Merchants that are never opened.
+const NEVER_MERCHANTS: [u64; 2] = [404, 77_777];
+/// Accounts opened one by one to be closed (`emit_close_scenario`).
+const CLOSE_POOL: u64 = 5_000;
+
 const CURRENCIES: [&str; 10] = [
     "USD", "JPY", "KWD", "EUR", "GBP", "CNY", "HKD", "SGD", "KRW", "BHD",
 ];
@@ -150,10 +179,63 @@ pub struct Generator {
     recyclable: Vec<(u64, u64)>,
     recent_ids: Vec<u64>,
     pub lines: Vec<GenLine>,
+    /// The parts of SPEC's last section the stream exercises.
+    features: Vec<&'static str>,
+    /// Accounts of `CLOSE_POOL` opened so far (each closes for good).
+    pool: Vec<u64>,
+    next_settle_id: u64,
+}
+
+/// The parts of SPEC's section "Merchants and clearing, batch debits,
+/// closing accounts, history" the generator can exercise, each switched on
+/// by name in `DEBITCORE_MODEL_FEATURES` (comma-separated; default: all).
+/// `merchants`: open_merchant, `merchant` on debit and authorize, clearing
+/// and charge-backs, the `merchant` query; `settle`; `batch`: queue_debit
+/// and run_batch; `closing`: close_account; `history`: the flag and the
+/// statement. `settle` brings `merchants` with it (there is nothing to
+/// settle without them).
+pub const FEATURES: [&str; 5] = ["merchants", "settle", "batch", "closing", "history"];
+
+/// The features switched on for this run.
+pub fn features() -> Vec<&'static str> {
+    match std::env::var("DEBITCORE_MODEL_FEATURES") {
+        Err(_) => FEATURES.to_vec(),
+        Ok(text) => {
+            let wanted: Vec<&str> = text
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect();
+            for w in &wanted {
+                assert!(
+                    FEATURES.contains(w) || *w == "all" || *w == "none",
+                    "DEBITCORE_MODEL_FEATURES: unknown feature {w:?} (known: {FEATURES:?}, all, none)"
+                );
+            }
+            if wanted.contains(&"all") {
+                return FEATURES.to_vec();
+            }
+            FEATURES
+                .iter()
+                .copied()
+                .filter(|f| wanted.contains(f) || (*f == "merchants" && wanted.contains(&"settle")))
+                .collect()
+        }
+    }
 }
 
 /// Generates `count` request lines for an engine with the given dedup window.
 pub fn generate(seed: u64, count: usize, dedup_window_ms: u64) -> Vec<GenLine> {
+    generate_with(seed, count, dedup_window_ms, features())
+}
+
+/// As `generate`, with the given features switched on.
+pub fn generate_with(
+    seed: u64,
+    count: usize,
+    dedup_window_ms: u64,
+    features: Vec<&'static str>,
+) -> Vec<GenLine> {
     let mut g = Generator {
         rng: Rng::new(seed),
         model: Model::new(dedup_window_ms),
@@ -163,8 +245,37 @@ pub fn generate(seed: u64, count: usize, dedup_window_ms: u64) -> Vec<GenLine> {
         recyclable: Vec::new(),
         recent_ids: Vec::new(),
         lines: Vec::with_capacity(count),
+        features,
+        pool: Vec::new(),
+        next_settle_id: 0,
     };
     g.next_id = g.rng.range(1, 1000);
+    g.next_settle_id = g.rng.range(1, 1000);
+    // Merchants first (some only later: until then they are unknown).
+    if g.on("merchants") {
+        for (merchant, currency, fee_bps) in MERCHANTS {
+            if g.rng.percent(80) {
+                if g.rng.percent(5) {
+                    let bad = g.rng.pick(&UNSUPPORTED).to_string();
+                    g.emit(Req::OpenMerchant {
+                        merchant,
+                        currency: bad,
+                        fee_bps: Some(fee_bps),
+                    });
+                }
+                let fee_bps = if fee_bps == 0 && g.rng.percent(50) {
+                    None
+                } else {
+                    Some(fee_bps)
+                };
+                g.emit(Req::OpenMerchant {
+                    merchant,
+                    currency: currency.to_string(),
+                    fee_bps,
+                });
+            }
+        }
+    }
     // Open most accounts first; the rest open later, between requests that
     // find them unknown.
     for account in ACCOUNTS {
@@ -186,9 +297,10 @@ pub fn generate(seed: u64, count: usize, dedup_window_ms: u64) -> Vec<GenLine> {
 /// Every field an op names, required ones first.
 fn named_fields(op: &str) -> (&'static [&'static str], &'static [&'static str]) {
     match op {
-        "open_account" => (&["account", "currency"], &["overdraft"]),
-        "deposit" | "debit" => (&["id", "account", "amount"], &[]),
-        "authorize" => (&["id", "account", "amount"], &["expires_in_ms"]),
+        "open_account" => (&["account", "currency"], &["overdraft", "history"]),
+        "deposit" => (&["id", "account", "amount"], &[]),
+        "debit" | "queue_debit" => (&["id", "account", "amount"], &["merchant"]),
+        "authorize" => (&["id", "account", "amount"], &["expires_in_ms", "merchant"]),
         "increment" => (&["id", "account", "auth", "amount"], &["expires_in_ms"]),
         "capture" => (&["id", "account", "auth"], &["amount", "final"]),
         "void" => (&["id", "account", "auth"], &[]),
@@ -200,11 +312,22 @@ fn named_fields(op: &str) -> (&'static [&'static str], &'static [&'static str]) 
         "freeze" | "unfreeze" | "balance" => (&["account"], &[]),
         "status" => (&["account", "id"], &[]),
         "advance_clock" => (&["ms"], &[]),
+        "open_merchant" => (&["merchant", "currency"], &["fee_bps"]),
+        "run_batch" => (&[], &[]),
+        "settle" => (&["id", "merchant"], &[]),
+        "merchant" => (&["merchant"], &[]),
+        "close_account" => (&["account"], &[]),
+        "history" => (&["account"], &["limit", "before"]),
         other => panic!("no fields for {other}"),
     }
 }
 
-const ALL_FIELDS: [&str; 14] = [
+const ALL_FIELDS: [&str; 19] = [
+    "merchant",
+    "fee_bps",
+    "history",
+    "limit",
+    "before",
     "id",
     "account",
     "amount",
@@ -264,32 +387,48 @@ impl Generator {
     // -----------------------------------------------------------------------
 
     fn step(&mut self) {
-        const WEIGHTS: [(u64, &str); 20] = [
-            (8, "open"),
-            (100, "deposit"),
-            (125, "debit"),
-            (85, "authorize"),
-            (40, "increment"),
-            (80, "capture"),
-            (30, "void"),
-            (60, "refund"),
-            (22, "set_limits"),
-            (9, "freeze"),
-            (110, "balance"),
-            (35, "status"),
-            (70, "advance_clock"),
-            (55, "replay"),
-            (30, "conflict"),
-            (18, "old_key"),
-            (40, "malformed"),
-            (6, "burst"),
-            (5, "window_edge"),
-            (6, "velocity_edge"),
+        const WEIGHTS: [(u64, &str, &str); 31] = [
+            (8, "open", ""),
+            (100, "deposit", ""),
+            (125, "debit", ""),
+            (85, "authorize", ""),
+            (40, "increment", ""),
+            (80, "capture", ""),
+            (30, "void", ""),
+            (60, "refund", ""),
+            (22, "set_limits", ""),
+            (9, "freeze", ""),
+            (110, "balance", ""),
+            (35, "status", ""),
+            (70, "advance_clock", ""),
+            (55, "replay", ""),
+            (30, "conflict", ""),
+            (18, "old_key", ""),
+            (40, "malformed", ""),
+            (6, "burst", ""),
+            (5, "window_edge", ""),
+            (6, "velocity_edge", ""),
+            (3, "open_merchant", "merchants"),
+            (22, "merchant_query", "merchants"),
+            (28, "settle", "settle"),
+            (4, "settle_replay_burst", "settle"),
+            (40, "queue_debit", "batch"),
+            (10, "run_batch", "batch"),
+            (5, "batch_scenario", "batch"),
+            (5, "close", "closing"),
+            (3, "close_scenario", "closing"),
+            (16, "history", "history"),
+            (2, "history_walk", "history"),
         ];
-        let total: u64 = WEIGHTS.iter().map(|w| w.0).sum();
+        let weights: Vec<(u64, &str)> = WEIGHTS
+            .iter()
+            .filter(|(_, _, feature)| feature.is_empty() || self.on(feature))
+            .map(|(w, name, _)| (*w, *name))
+            .collect();
+        let total: u64 = weights.iter().map(|w| w.0).sum();
         let mut roll = self.rng.below(total);
         let mut choice = "balance";
-        for (weight, name) in WEIGHTS {
+        for (weight, name) in weights {
             if roll < weight {
                 choice = name;
                 break;
@@ -308,6 +447,21 @@ impl Generator {
             "burst" => self.emit_burst(),
             "window_edge" => self.emit_window_edge(),
             "velocity_edge" => self.emit_velocity_edge(),
+            "open_merchant" => {
+                let req = self.gen_open_merchant();
+                self.emit(req)
+            }
+            "merchant_query" => {
+                let merchant = self.pick_merchant_any();
+                self.emit(Req::Merchant { merchant })
+            }
+            "settle" => self.emit_settle(),
+            "settle_replay_burst" => self.emit_settle_replay_burst(),
+            "run_batch" => self.emit_run_batch(),
+            "batch_scenario" => self.emit_batch_scenario(),
+            "close" => self.emit_close(),
+            "close_scenario" => self.emit_close_scenario(),
+            "history_walk" => self.emit_history_walk(),
             "advance_clock" => {
                 let req = self.gen_advance();
                 self.emit(req)
@@ -333,13 +487,19 @@ impl Generator {
             "freeze" => self.gen_freeze(account),
             "balance" => Req::Balance { account },
             "status" => self.gen_status(account),
+            "queue_debit" => self.gen_queue_debit(account),
+            "history" => self.gen_history(account),
+            "close_account" => Req::Close { account },
             other => panic!("unknown op choice {other}"),
         }
     }
 
     /// Mostly an open account, a few hot ones more often; sometimes one that
-    /// is not open (yet, or ever).
+    /// is not open (yet, or ever), or one that was closed.
     fn pick_account(&mut self) -> u64 {
+        if !self.pool.is_empty() && self.rng.percent(2) {
+            return self.rng.pick(&self.pool);
+        }
         let open = &self.open;
         if open.is_empty() || self.rng.percent(4) {
             let mut closed: Vec<u64> = ACCOUNTS
@@ -620,10 +780,20 @@ impl Generator {
             }
             other => other,
         };
+        let history = if self.on("history") {
+            match self.rng.below(100) {
+                0..=34 => Some(true),
+                35..=44 => Some(false),
+                _ => None,
+            }
+        } else {
+            None
+        };
         Req::Open {
             account,
             currency,
             overdraft,
+            history,
         }
     }
 
@@ -656,10 +826,12 @@ impl Generator {
     fn gen_debit(&mut self, account: u64) -> Req {
         let id = self.fresh_id(account);
         let amount = self.take_amount(account, false);
+        let merchant = self.maybe_merchant(account);
         Req::Debit {
             id,
             account,
             amount,
+            merchant,
         }
     }
 
@@ -667,11 +839,13 @@ impl Generator {
         let id = self.fresh_id(account);
         let amount = self.take_amount(account, true);
         let expires_in_ms = self.expires();
+        let merchant = self.maybe_merchant(account);
         Req::Authorize {
             id,
             account,
             amount,
             expires_in_ms,
+            merchant,
         }
     }
 
@@ -1102,11 +1276,7 @@ impl Generator {
             .iter()
             .rev()
             .take(take)
-            .filter_map(|id| {
-                acct.keys
-                    .get(id)
-                    .map(|k| (*id, !self.model.may_be_forgotten(k.first_ms)))
-            })
+            .filter_map(|id| acct.keys.get(id).map(|k| (*id, self.model.key_sure(k))))
             .collect()
     }
 
@@ -1115,7 +1285,9 @@ impl Generator {
     fn equivalent(&mut self, req: &Req) -> Req {
         let mut req = req.clone();
         match &mut req {
-            Req::Deposit { amount, .. } | Req::Debit { amount, .. } => self.respell(amount),
+            Req::Deposit { amount, .. }
+            | Req::Debit { amount, .. }
+            | Req::QueueDebit { amount, .. } => self.respell(amount),
             Req::Authorize {
                 amount,
                 expires_in_ms,
@@ -1184,51 +1356,81 @@ impl Generator {
                 id,
                 account,
                 amount,
-            }
-            | Req::Debit {
+            } => match roll {
+                0 | 1 => Req::Deposit {
+                    id,
+                    account,
+                    amount: self.other_amount(&amount, exp),
+                },
+                _ if harmless_only => Req::Refund {
+                    id,
+                    account,
+                    of: id,
+                    amount: None,
+                },
+                2 => Req::Debit {
+                    id,
+                    account,
+                    amount,
+                    merchant: None,
+                },
+                _ => Req::Authorize {
+                    id,
+                    account,
+                    amount,
+                    expires_in_ms: None,
+                    merchant: None,
+                },
+            },
+            Req::Debit {
                 id,
                 account,
                 amount,
+                merchant,
+            }
+            | Req::QueueDebit {
+                id,
+                account,
+                amount,
+                merchant,
             } => {
-                let is_deposit = matches!(req, Req::Deposit { .. });
-                match roll {
-                    0 | 1 => {
-                        let amount = self.other_amount(&amount, exp);
-                        if is_deposit {
-                            Req::Deposit {
-                                id,
-                                account,
-                                amount,
-                            }
-                        } else {
-                            Req::Debit {
-                                id,
-                                account,
-                                amount,
-                            }
+                let queued = matches!(req, Req::QueueDebit { .. });
+                let rebuild = |amount: String, merchant: Option<u64>, queued: bool| {
+                    if queued {
+                        Req::QueueDebit {
+                            id,
+                            account,
+                            amount,
+                            merchant,
+                        }
+                    } else {
+                        Req::Debit {
+                            id,
+                            account,
+                            amount,
+                            merchant,
                         }
                     }
+                };
+                match roll {
                     _ if harmless_only => Req::Refund {
                         id,
                         account,
                         of: id,
                         amount: None,
                     },
-                    2 if is_deposit => Req::Debit {
+                    0 => rebuild(self.other_amount(&amount, exp), merchant, queued),
+                    // "The merchant field takes part in replays like any
+                    // field (omitted differs from given)".
+                    1 if self.on("merchants") => {
+                        let other = self.other_merchant(merchant);
+                        rebuild(amount, other, queued)
+                    }
+                    2 if self.on("batch") => rebuild(amount, merchant, !queued),
+                    _ => Req::Deposit {
                         id,
                         account,
                         amount,
-                    },
-                    2 => Req::Deposit {
-                        id,
-                        account,
-                        amount,
-                    },
-                    _ => Req::Authorize {
-                        id,
-                        account,
-                        amount,
-                        expires_in_ms: None,
                     },
                 }
             }
@@ -1237,12 +1439,21 @@ impl Generator {
                 account,
                 amount,
                 expires_in_ms,
+                merchant,
             } => match roll {
-                0 | 1 => Req::Authorize {
+                0 => Req::Authorize {
                     id,
                     account,
                     amount: self.other_amount(&amount, exp),
                     expires_in_ms,
+                    merchant,
+                },
+                1 if self.on("merchants") => Req::Authorize {
+                    id,
+                    account,
+                    amount,
+                    expires_in_ms,
+                    merchant: self.other_merchant(merchant),
                 },
                 _ => Req::Authorize {
                     id,
@@ -1252,6 +1463,7 @@ impl Generator {
                         TIME_ARG_MAX => TIME_ARG_MAX - 1,
                         other => other + 1,
                     }),
+                    merchant,
                 },
             },
             Req::Increment {
@@ -1531,6 +1743,7 @@ impl Generator {
             id,
             account,
             amount,
+            merchant: None,
         });
     }
 
@@ -1574,17 +1787,16 @@ impl Generator {
                 account,
                 currency,
                 overdraft,
+                history,
             } => {
                 add("account", account.to_string());
                 add("currency", js(currency));
                 opt(self, &mut add, "overdraft", overdraft.as_deref().map(js));
+                if self.on("history") {
+                    opt(self, &mut add, "history", history.map(|b| b.to_string()));
+                }
             }
             Req::Deposit {
-                id,
-                account,
-                amount,
-            }
-            | Req::Debit {
                 id,
                 account,
                 amount,
@@ -1593,11 +1805,31 @@ impl Generator {
                 add("account", account.to_string());
                 add("amount", js(amount));
             }
+            Req::Debit {
+                id,
+                account,
+                amount,
+                merchant,
+            }
+            | Req::QueueDebit {
+                id,
+                account,
+                amount,
+                merchant,
+            } => {
+                add("id", id.to_string());
+                add("account", account.to_string());
+                add("amount", js(amount));
+                if self.on("merchants") {
+                    opt(self, &mut add, "merchant", merchant.map(|m| m.to_string()));
+                }
+            }
             Req::Authorize {
                 id,
                 account,
                 amount,
                 expires_in_ms,
+                merchant,
             } => {
                 add("id", id.to_string());
                 add("account", account.to_string());
@@ -1608,6 +1840,9 @@ impl Generator {
                     "expires_in_ms",
                     expires_in_ms.map(|v| v.to_string()),
                 );
+                if self.on("merchants") {
+                    opt(self, &mut add, "merchant", merchant.map(|m| m.to_string()));
+                }
             }
             Req::Increment {
                 id,
@@ -1687,6 +1922,31 @@ impl Generator {
                 add("id", id.to_string());
             }
             Req::AdvanceClock { ms } => add("ms", ms.to_string()),
+            Req::OpenMerchant {
+                merchant,
+                currency,
+                fee_bps,
+            } => {
+                add("merchant", merchant.to_string());
+                add("currency", js(currency));
+                opt(self, &mut add, "fee_bps", fee_bps.map(|v| v.to_string()));
+            }
+            Req::RunBatch => {}
+            Req::Settle { id, merchant } => {
+                add("id", id.to_string());
+                add("merchant", merchant.to_string());
+            }
+            Req::Merchant { merchant } => add("merchant", merchant.to_string()),
+            Req::Close { account } => add("account", account.to_string()),
+            Req::History {
+                account,
+                limit,
+                before,
+            } => {
+                add("account", account.to_string());
+                opt(self, &mut add, "limit", limit.map(|v| v.to_string()));
+                opt(self, &mut add, "before", before.map(|v| v.to_string()));
+            }
         }
         f
     }
@@ -1788,6 +2048,10 @@ impl Generator {
             Req::SetLimits {
                 velocity: Some(v), ..
             } => (1..=1000).contains(&v.max) && (1..=TIME_ARG_MAX).contains(&v.window_ms),
+            Req::OpenMerchant { fee_bps, .. } => fee_bps.is_none_or(|f| f <= 10_000),
+            Req::History { limit, before, .. } => {
+                limit.is_none_or(|l| (1..=1000).contains(&l)) && before.is_none_or(|b| b >= 1)
+            }
             _ => true,
         };
         assert!(
@@ -1808,9 +2072,12 @@ impl Generator {
             }
         }
         let outcome = self.model.step(&req, None);
+        // Accounts of the close pool are picked from `pool`, rarely.
         if let (Req::Open { account, .. }, "ok") = (&req, outcome.result.as_str()) {
-            let at = self.open.partition_point(|a| a < account);
-            self.open.insert(at, *account);
+            if *account < CLOSE_POOL {
+                let at = self.open.partition_point(|a| a < account);
+                self.open.insert(at, *account);
+            }
         }
         self.lines.push(GenLine { text, req, account });
     }
@@ -1836,9 +2103,52 @@ impl Generator {
             "status",
             "advance",
         ];
+        let mut ops = ops.to_vec();
+        for (feature, op) in [
+            ("merchants", "open_merchant"),
+            ("merchants", "merchant"),
+            ("settle", "settle"),
+            ("batch", "queue_debit"),
+            ("closing", "close_account"),
+            ("history", "history"),
+        ] {
+            if self.on(feature) {
+                ops.push(op);
+            }
+        }
         let base = match self.rng.pick(&ops) {
-            "open" => self.gen_open(Some(account)),
+            "open" => {
+                let mut req = self.gen_open(Some(account));
+                if let Req::Open { history, .. } = &mut req {
+                    if self.on("history") && self.rng.percent(30) {
+                        *history = Some(true);
+                    }
+                }
+                req
+            }
             "advance" => self.gen_advance(),
+            "open_merchant" => {
+                let mut req = self.gen_open_merchant();
+                if let Req::OpenMerchant { fee_bps, .. } = &mut req {
+                    fee_bps.get_or_insert(250);
+                }
+                req
+            }
+            "merchant" => Req::Merchant {
+                merchant: self.pick_merchant_any(),
+            },
+            "settle" => Req::Settle {
+                id: self.fresh_settle_id(),
+                merchant: self.pick_merchant_any(),
+            },
+            "history" => {
+                let mut req = self.gen_history(account);
+                if let Req::History { limit, before, .. } = &mut req {
+                    limit.get_or_insert(5);
+                    before.get_or_insert(3);
+                }
+                req
+            }
             "set_limits" => {
                 let mut req = self.gen_set_limits(account);
                 if let Req::SetLimits { velocity, .. } = &mut req {
@@ -2005,6 +2315,28 @@ impl Generator {
                 "{\"max\":2,\"window_ms\":1000,\"below\":\"1\",\"max\":3}",
             ],
             "op" => vec!["5", "null", "\"withdraw\"", "true"],
+            "merchant" => vec![
+                "\"7\"",
+                "-1",
+                "18446744073709551616",
+                "1.5",
+                "true",
+                "[1]",
+                "{}",
+                "1e2",
+            ],
+            "fee_bps" => vec![
+                "10001",
+                "-1",
+                "\"5\"",
+                "2.5",
+                "true",
+                "18446744073709551616",
+                "1e2",
+            ],
+            "limit" => vec!["0", "1001", "-1", "\"5\"", "1.5", "true", "1e1"],
+            "before" => vec!["0", "18446744073709551616", "-1", "\"3\"", "2.5", "false"],
+            "history" => vec!["\"true\"", "1", "0", "[]", "{}", "\"yes\""],
             other => panic!("no wrong value for {other}"),
         };
         if required {
@@ -2020,5 +2352,564 @@ fn escape_first(key: &str) -> String {
     match chars.next() {
         Some(c) if c.is_ascii() => format!("\"\\u{:04x}{}\"", c as u32, chars.as_str()),
         _ => key.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Merchants and clearing, batch debits, closing accounts, history.
+// ---------------------------------------------------------------------------
+
+impl Generator {
+    /// Whether the stream exercises `feature` (see `FEATURES`).
+    pub fn on(&self, feature: &str) -> bool {
+        self.features.contains(&feature)
+    }
+
+    /// Open merchants, sorted (the model's map has no useful order).
+    fn open_merchants(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.model.merchants.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// A merchant that is not open (yet, or ever).
+    fn unknown_merchant(&mut self) -> u64 {
+        let mut unknown: Vec<u64> = MERCHANTS
+            .iter()
+            .map(|m| m.0)
+            .filter(|m| !self.model.merchants.contains_key(m))
+            .collect();
+        unknown.extend(NEVER_MERCHANTS);
+        self.rng.pick(&unknown)
+    }
+
+    /// Mostly an open merchant; sometimes an unknown one.
+    fn pick_merchant_any(&mut self) -> u64 {
+        let open = self.open_merchants();
+        if open.is_empty() || self.rng.percent(8) {
+            self.unknown_merchant()
+        } else {
+            self.rng.pick(&open)
+        }
+    }
+
+    /// The `merchant` of a debit, authorize or queue_debit on `account`:
+    /// often none; mostly one in the account's currency; sometimes one in
+    /// another (`currency_mismatch`) or an unknown one.
+    fn maybe_merchant(&mut self, account: u64) -> Option<u64> {
+        if !self.on("merchants") || !self.rng.percent(45) {
+            return None;
+        }
+        let currency = self.acct(account).map(|a| a.currency.clone());
+        let open = self.open_merchants();
+        let matching: Vec<u64> = open
+            .iter()
+            .copied()
+            .filter(|m| Some(&self.model.merchants[m].currency) == currency.as_ref())
+            .collect();
+        let roll = self.rng.below(100);
+        Some(if roll < 84 && !matching.is_empty() {
+            self.rng.pick(&matching)
+        } else if roll < 93 && !open.is_empty() {
+            self.rng.pick(&open)
+        } else {
+            self.unknown_merchant()
+        })
+    }
+
+    /// Another value of an optional `merchant` field (for conflicts).
+    fn other_merchant(&mut self, merchant: Option<u64>) -> Option<u64> {
+        match merchant {
+            Some(_) if self.rng.percent(50) => None,
+            Some(m) => Some(m.wrapping_add(1)),
+            None => Some(self.rng.pick(&MERCHANTS).0),
+        }
+    }
+
+    fn gen_open_merchant(&mut self) -> Req {
+        let (merchant, currency, fee_bps) = self.rng.pick(&MERCHANTS);
+        match self.rng.below(100) {
+            // An existing one again, other fields: merchant_exists anyway.
+            0..=39 => Req::OpenMerchant {
+                merchant,
+                currency: self.rng.pick(&CURRENCIES).to_string(),
+                fee_bps: Some(self.rng.range(0, 10_000)),
+            },
+            40..=59 => Req::OpenMerchant {
+                merchant: if self.rng.percent(50) {
+                    merchant
+                } else {
+                    self.rng.range(900, 910)
+                },
+                currency: self.rng.pick(&UNSUPPORTED).to_string(),
+                fee_bps: None,
+            },
+            _ => Req::OpenMerchant {
+                merchant,
+                currency: currency.to_string(),
+                fee_bps: Some(fee_bps),
+            },
+        }
+    }
+
+    fn fresh_settle_id(&mut self) -> u64 {
+        if self.rng.percent(2) {
+            return self.rng.pick(&[0, u64::MAX]);
+        }
+        self.next_settle_id += self.rng.range(1, 3);
+        self.next_settle_id
+    }
+
+    /// A settle id for `merchant`: now and then one it saw before (a
+    /// replay, whatever was cleared since), else a new one.
+    fn settle_id(&mut self, merchant: u64) -> u64 {
+        let old: Vec<u64> = self.model.merchants.get(&merchant).map_or(Vec::new(), |m| {
+            m.key_order.iter().rev().take(20).copied().collect()
+        });
+        if !old.is_empty() && self.rng.percent(25) {
+            return self.rng.pick(&old);
+        }
+        self.fresh_settle_id()
+    }
+
+    /// A settle, mostly of a merchant with something in its batch; then,
+    /// most times, the merchant's figures (a quiet moment).
+    fn emit_settle(&mut self) {
+        let open = self.open_merchants();
+        let merchant = if open.is_empty() || self.rng.percent(6) {
+            self.unknown_merchant()
+        } else {
+            let busy: Vec<u64> = open
+                .iter()
+                .copied()
+                .filter(|m| {
+                    let x = &self.model.merchants[m];
+                    x.count > 0 || x.refunded > 0
+                })
+                .collect();
+            if !busy.is_empty() && self.rng.percent(75) {
+                self.rng.pick(&busy)
+            } else {
+                self.rng.pick(&open)
+            }
+        };
+        let id = self.settle_id(merchant);
+        self.emit(Req::Settle { id, merchant });
+        if self.rng.percent(70) {
+            self.emit(Req::Merchant { merchant });
+        }
+    }
+
+    /// Settle a merchant, settle it again (nothing_to_settle), clear
+    /// something to it, then send both settles again: replays with the
+    /// original figures.
+    fn emit_settle_replay_burst(&mut self) {
+        let open = self.open_merchants();
+        if open.is_empty() {
+            return self.emit_settle();
+        }
+        let merchant = self.rng.pick(&open);
+        let first = self.fresh_settle_id();
+        let second = self.fresh_settle_id();
+        self.emit(Req::Settle {
+            id: first,
+            merchant,
+        });
+        self.emit(Req::Settle {
+            id: second,
+            merchant,
+        });
+        // Something for the next batch, from an account in its currency.
+        let currency = self.model.merchants[&merchant].currency.clone();
+        let payers: Vec<u64> = self
+            .open
+            .iter()
+            .copied()
+            .filter(|a| self.acct(*a).is_some_and(|x| x.currency == currency))
+            .collect();
+        if !payers.is_empty() {
+            let account = self.rng.pick(&payers);
+            let id = self.fresh_id(account);
+            let exp = self.exp_of(account);
+            let m = self.small(exp, 5);
+            let amount = self.spell(m, exp);
+            self.emit(Req::Debit {
+                id,
+                account,
+                amount,
+                merchant: Some(merchant),
+            });
+        }
+        let (a, b) = if self.rng.percent(50) {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        self.emit(Req::Settle { id: a, merchant });
+        self.emit(Req::Settle { id: b, merchant });
+        self.emit(Req::Merchant { merchant });
+    }
+
+    fn gen_queue_debit(&mut self, account: u64) -> Req {
+        let id = self.fresh_id(account);
+        let amount = self.take_amount(account, false);
+        let merchant = self.maybe_merchant(account);
+        Req::QueueDebit {
+            id,
+            account,
+            amount,
+            merchant,
+        }
+    }
+
+    /// A run_batch, then a quiet moment: merchant figures and what became
+    /// of some of the debits it applied.
+    fn emit_run_batch(&mut self) {
+        let queued: Vec<(u64, u64)> = self.model.queue.iter().map(|q| (q.account, q.id)).collect();
+        self.emit(Req::RunBatch);
+        if self.on("merchants") && self.rng.percent(70) {
+            let merchant = self.pick_merchant_any();
+            self.emit(Req::Merchant { merchant });
+        }
+        if queued.is_empty() {
+            return;
+        }
+        for _ in 0..2 {
+            if self.rng.percent(60) {
+                let (account, id) = self.rng.pick(&queued);
+                self.emit(Req::Status { account, id });
+            }
+        }
+        if self.rng.percent(40) {
+            let (account, _) = self.rng.pick(&queued);
+            self.emit(Req::Balance { account });
+        }
+    }
+
+    /// Debits queued on one account, which then meet a freeze, new limits or
+    /// a debit that takes the funds before their batch runs.
+    fn emit_batch_scenario(&mut self) {
+        let account = self.pick_account();
+        if self.rng.percent(30) {
+            let req = self.gen_set_limits(account);
+            self.emit(req);
+        }
+        for _ in 0..self.rng.range(1, 5) {
+            let req = self.gen_queue_debit(account);
+            self.emit(req);
+        }
+        if let Some(q) = self.model.queue.last() {
+            if self.rng.percent(50) {
+                let (account, id) = (q.account, q.id);
+                self.emit(Req::Status { account, id });
+            }
+        }
+        let freeze = self.rng.percent(30);
+        if freeze {
+            self.emit(Req::Freeze { account });
+        }
+        if self.rng.percent(20) {
+            let req = self.gen_set_limits(account);
+            self.emit(req);
+        }
+        if self.rng.percent(25) {
+            let req = self.gen_debit(account);
+            self.emit(req);
+        }
+        self.emit_run_batch();
+        if freeze {
+            self.emit(Req::Unfreeze { account });
+        }
+    }
+
+    /// close_account on some account: mostly `account_not_empty` (or
+    /// `account_closed`). An empty main account stays open (it carries the
+    /// rest of the stream); `emit_close_scenario` closes its own accounts.
+    fn emit_close(&mut self) {
+        let account = self.pick_account();
+        let empty_main = !self.pool.contains(&account)
+            && self
+                .acct(account)
+                .is_some_and(|a| !a.closed && a.is_empty());
+        if empty_main {
+            return self.emit(Req::Balance { account });
+        }
+        self.emit(Req::Close { account });
+    }
+
+    /// Brings an account to zero: its batch run, unfrozen, no limits, no
+    /// active hold, a zero balance.
+    fn drain(&mut self, account: u64) {
+        if self.acct(account).is_none_or(|a| a.closed) {
+            return;
+        }
+        if self.acct(account).is_some_and(|a| a.waiting > 0) {
+            self.emit_run_batch();
+        }
+        if self.acct(account).is_some_and(|a| a.frozen) {
+            self.emit(Req::Unfreeze { account });
+        }
+        self.emit(Req::SetLimits {
+            account,
+            per_txn: None,
+            daily: None,
+            review_above: None,
+            velocity: None,
+        });
+        let active: Vec<u64> = self
+            .acct(account)
+            .map_or(Vec::new(), |a| a.active_holds.iter().copied().collect());
+        for auth in active {
+            let id = self.fresh_id(account);
+            if self.rng.percent(70) {
+                self.emit(Req::Void { id, account, auth });
+            } else {
+                self.emit(Req::Capture {
+                    id,
+                    account,
+                    auth,
+                    amount: None,
+                    is_final: None,
+                });
+            }
+        }
+        let (balance, exp) = self.acct(account).map_or((0, 2), |a| (a.balance, a.exp));
+        let id = self.fresh_id(account);
+        if balance > 0 {
+            let amount = self.spell(balance, exp);
+            let merchant = self.maybe_merchant(account);
+            self.emit(Req::Debit {
+                id,
+                account,
+                amount,
+                merchant,
+            });
+        } else if balance < 0 {
+            let amount = self.spell(-balance, exp);
+            self.emit(Req::Deposit {
+                id,
+                account,
+                amount,
+            });
+        }
+    }
+
+    /// A new account lives a little, meets close_account in every state
+    /// (balance left, a hold active, a queued debit waiting, frozen), is
+    /// closed, and then gets every op.
+    fn emit_close_scenario(&mut self) {
+        let account = CLOSE_POOL + self.pool.len() as u64;
+        let currency = self.rng.pick(&["USD", "JPY", "KWD", "EUR"]).to_string();
+        let exp = crate::reference::currency_exponent(&currency).expect("supported");
+        let overdraft = if self.rng.percent(40) {
+            let m = self.small(exp, 50);
+            Some(self.spell(m, exp))
+        } else {
+            None
+        };
+        let history = (self.on("history") && self.rng.percent(60)).then_some(true);
+        self.emit(Req::Open {
+            account,
+            currency,
+            overdraft,
+            history,
+        });
+        self.pool.push(account);
+        if self.rng.percent(85) {
+            let req = self.gen_deposit(account);
+            self.emit(req);
+        }
+        let mut ops = vec![
+            "deposit",
+            "debit",
+            "debit",
+            "authorize",
+            "capture",
+            "refund",
+        ];
+        if self.on("batch") {
+            ops.push("queue_debit");
+        }
+        for _ in 0..self.rng.range(1, 7) {
+            let op = self.rng.pick(&ops);
+            let req = self.gen_op(op, account);
+            self.emit(req);
+        }
+        for _ in 0..self.rng.range(1, 3) {
+            match self.rng.below(6) {
+                0 => {}
+                1 => {
+                    let req = self.gen_authorize(account);
+                    self.emit(req)
+                }
+                2 if self.on("batch") => {
+                    let req = self.gen_queue_debit(account);
+                    self.emit(req)
+                }
+                3 => self.emit(Req::Freeze { account }),
+                _ => {
+                    // Zero balance, then one thing that keeps it open.
+                    self.drain(account);
+                    let req = if self.on("batch") && self.rng.percent(50) {
+                        self.gen_queue_debit(account)
+                    } else {
+                        self.gen_authorize(account)
+                    };
+                    self.emit(req)
+                }
+            }
+            self.emit(Req::Close { account });
+        }
+        self.drain(account);
+        if self.rng.percent(40) {
+            self.emit(Req::Freeze { account });
+        }
+        self.emit(Req::Close { account });
+        if self.acct(account).is_some_and(|a| !a.closed) {
+            self.drain(account);
+            self.emit(Req::Close { account });
+        }
+        self.closed_barrage(account);
+    }
+
+    /// Every kind of request on a (usually) closed account.
+    fn closed_barrage(&mut self, account: u64) {
+        for _ in 0..self.rng.range(6, 16) {
+            let req = match self.rng.below(19) {
+                0 => self.gen_deposit(account),
+                1 => self.gen_debit(account),
+                2 => self.gen_authorize(account),
+                3 if self.on("batch") => self.gen_queue_debit(account),
+                3 => self.gen_debit(account),
+                4 => self.gen_increment(account),
+                5 => self.gen_capture(account),
+                6 => self.gen_void(account),
+                7 => self.gen_refund(account),
+                8 => Req::Freeze { account },
+                9 => Req::Unfreeze { account },
+                10 => self.gen_set_limits(account),
+                11 => Req::Close { account },
+                12 => Req::Balance { account },
+                13 => self.gen_status(account),
+                14 if self.on("history") => self.gen_history(account),
+                14 => Req::Balance { account },
+                15 => self.gen_open(Some(account)),
+                roll => {
+                    // An older key again: it still replays (or conflicts).
+                    let keys: Vec<u64> = self
+                        .keys_of(account, 40)
+                        .into_iter()
+                        .filter(|(_, sure)| *sure)
+                        .map(|(id, _)| id)
+                        .collect();
+                    if keys.is_empty() {
+                        self.gen_deposit(account)
+                    } else {
+                        let id = self.rng.pick(&keys);
+                        let original = self.model.accounts[&account].keys[&id].req.clone();
+                        if roll == 18 {
+                            self.conflicting(&original, false)
+                        } else {
+                            self.equivalent(&original)
+                        }
+                    }
+                }
+            };
+            self.emit(req);
+        }
+    }
+
+    /// Accounts with a statement, sorted.
+    fn history_accounts(&self) -> Vec<u64> {
+        self.open
+            .iter()
+            .chain(self.pool.iter())
+            .copied()
+            .filter(|a| self.acct(*a).is_some_and(|x| x.history.is_some()))
+            .collect()
+    }
+
+    fn history_len(&self, account: u64) -> u64 {
+        self.acct(account)
+            .and_then(|a| a.history.as_ref())
+            .map_or(0, |h| h.len() as u64)
+    }
+
+    /// A statement page at the edges of `limit` (1, 20 by default, 1000)
+    /// and `before` (1, the last seq, one past it, far beyond).
+    fn gen_history(&mut self, account: u64) -> Req {
+        let with = self.history_accounts();
+        let account = if !with.is_empty() && self.rng.percent(80) {
+            self.rng.pick(&with)
+        } else {
+            account
+        };
+        let len = self.history_len(account);
+        let limit = match self.rng.below(100) {
+            0..=39 => None,
+            40..=54 => Some(1),
+            55..=56 => Some(1000),
+            57..=59 => Some(20),
+            _ => Some(self.rng.range(2, 60)),
+        };
+        let before = match self.rng.below(100) {
+            0..=39 => None,
+            40..=47 => Some(1),
+            48..=57 => Some(len.max(1)),
+            58..=67 => Some(len + 1),
+            68..=72 => Some(u64::MAX),
+            73..=77 => Some(len + self.rng.range(2, 1000)),
+            _ => Some(self.rng.range(1, len.max(1))),
+        };
+        Req::History {
+            account,
+            limit,
+            before,
+        }
+    }
+
+    /// Pages through a statement, each page's `before` the oldest seq of
+    /// the one before, down to its first entry (or a dozen pages).
+    fn emit_history_walk(&mut self) {
+        let with = self.history_accounts();
+        if with.is_empty() {
+            let account = self.pick_account();
+            let req = self.gen_history(account);
+            return self.emit(req);
+        }
+        let account = self.rng.pick(&with);
+        let limit = match self.rng.below(4) {
+            0 => None,
+            1 => Some(self.rng.range(1, 4)),
+            2 => Some(self.rng.range(5, 30)),
+            _ => Some(self.rng.range(30, 120)),
+        };
+        let len = self.history_len(account);
+        let mut before = if self.rng.percent(40) {
+            Some(self.rng.range(1, 60).min(len + 1))
+        } else {
+            None
+        };
+        for _ in 0..12 {
+            self.emit(Req::History {
+                account,
+                limit,
+                before,
+            });
+            let top = before.map_or(len, |b| (b - 1).min(len));
+            let k = limit.unwrap_or(20);
+            if top < k || top == 0 {
+                // One more page past the first entry: empty.
+                if top > 0 && self.rng.percent(50) {
+                    self.emit(Req::History {
+                        account,
+                        limit,
+                        before: Some(1),
+                    });
+                }
+                break;
+            }
+            before = Some(top - k + 1);
+        }
     }
 }

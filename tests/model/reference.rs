@@ -12,7 +12,16 @@
 //! `auth_not_found`, a `not_refundable`, an `unknown_id`)? If so, the model
 //! forgets the thing too (for good) and goes on; otherwise it insists on the
 //! remembered answer. Without an actual outcome (while generating) it
-//! assumes everything is remembered.
+//! assumes everything is remembered. The same holds for settle keys (a
+//! settle past the window that the engine does not replay is a new one) and
+//! for statement entries (an entry past the window that a `history` page
+//! leaves out is gone for good; one inside the window must be there). A
+//! queued debit's key and entry are never forgotten before its batch.
+//!
+//! Outcome fields that are not strings (`batch`, `count`, `fee_bps`,
+//! `applied`, ..., and `entries`) are held in `Outcome::fields` as
+//! `json:` and their JSON text (`JSON_PREFIX`), so a string "1" never
+//! passes for the integer 1.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -171,6 +180,7 @@ pub enum Req {
         account: u64,
         currency: String,
         overdraft: Option<String>,
+        history: Option<bool>,
     },
     Deposit {
         id: u64,
@@ -181,12 +191,14 @@ pub enum Req {
         id: u64,
         account: u64,
         amount: String,
+        merchant: Option<u64>,
     },
     Authorize {
         id: u64,
         account: u64,
         amount: String,
         expires_in_ms: Option<u64>,
+        merchant: Option<u64>,
     },
     Increment {
         id: u64,
@@ -236,6 +248,33 @@ pub enum Req {
     AdvanceClock {
         ms: u64,
     },
+    OpenMerchant {
+        merchant: u64,
+        currency: String,
+        fee_bps: Option<u64>,
+    },
+    QueueDebit {
+        id: u64,
+        account: u64,
+        amount: String,
+        merchant: Option<u64>,
+    },
+    RunBatch,
+    Settle {
+        id: u64,
+        merchant: u64,
+    },
+    Merchant {
+        merchant: u64,
+    },
+    Close {
+        account: u64,
+    },
+    History {
+        account: u64,
+        limit: Option<u64>,
+        before: Option<u64>,
+    },
 }
 
 impl Req {
@@ -256,12 +295,24 @@ impl Req {
             Req::Balance { .. } => "balance",
             Req::Status { .. } => "status",
             Req::AdvanceClock { .. } => "advance_clock",
+            Req::OpenMerchant { .. } => "open_merchant",
+            Req::QueueDebit { .. } => "queue_debit",
+            Req::RunBatch => "run_batch",
+            Req::Settle { .. } => "settle",
+            Req::Merchant { .. } => "merchant",
+            Req::Close { .. } => "close_account",
+            Req::History { .. } => "history",
         }
     }
 
     pub fn account(&self) -> Option<u64> {
         match self {
-            Req::Malformed | Req::AdvanceClock { .. } => None,
+            Req::Malformed
+            | Req::AdvanceClock { .. }
+            | Req::OpenMerchant { .. }
+            | Req::RunBatch
+            | Req::Settle { .. }
+            | Req::Merchant { .. } => None,
             Req::Open { account, .. }
             | Req::Deposit { account, .. }
             | Req::Debit { account, .. }
@@ -274,11 +325,15 @@ impl Req {
             | Req::Freeze { account }
             | Req::Unfreeze { account }
             | Req::Balance { account }
-            | Req::Status { account, .. } => Some(*account),
+            | Req::Status { account, .. }
+            | Req::QueueDebit { account, .. }
+            | Req::Close { account }
+            | Req::History { account, .. } => Some(*account),
         }
     }
 
-    /// The key id of a money request (status names an id but has no key).
+    /// The key id of a request keyed by (account, id) (status names an id
+    /// but has no key; settle's key is (merchant, id)).
     pub fn key_id(&self) -> Option<u64> {
         match self {
             Req::Deposit { id, .. }
@@ -287,25 +342,49 @@ impl Req {
             | Req::Increment { id, .. }
             | Req::Capture { id, .. }
             | Req::Void { id, .. }
-            | Req::Refund { id, .. } => Some(*id),
+            | Req::Refund { id, .. }
+            | Req::QueueDebit { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The merchant a debit, authorize or queue_debit names ("Only debit,
+    /// authorize and queue_debit take it; other ops ignore it").
+    pub fn merchant(&self) -> Option<u64> {
+        match self {
+            Req::Debit { merchant, .. }
+            | Req::Authorize { merchant, .. }
+            | Req::QueueDebit { merchant, .. } => *merchant,
             _ => None,
         }
     }
 
     /// What a replay must match: the op and every field but id and account,
-    /// amounts by `amount_identity`, omitted optionals as their defaults.
+    /// amounts by `amount_identity`, omitted optionals as their defaults
+    /// ("The merchant field takes part in replays like any field (omitted
+    /// differs from given)").
     pub fn identity(&self) -> String {
         let amount =
             |a: &Option<String>| a.as_deref().map_or("omitted".to_string(), amount_identity);
         match self {
             Req::Deposit { amount: a, .. } => format!("deposit {}", amount_identity(a)),
-            Req::Debit { amount: a, .. } => format!("debit {}", amount_identity(a)),
+            Req::Debit {
+                amount: a,
+                merchant,
+                ..
+            } => format!("debit {} merchant {merchant:?}", amount_identity(a)),
+            Req::QueueDebit {
+                amount: a,
+                merchant,
+                ..
+            } => format!("queue_debit {} merchant {merchant:?}", amount_identity(a)),
             Req::Authorize {
                 amount: a,
                 expires_in_ms,
+                merchant,
                 ..
             } => format!(
-                "authorize {} expires {}",
+                "authorize {} expires {} merchant {merchant:?}",
                 amount_identity(a),
                 expires_in_ms.unwrap_or(DEFAULT_EXPIRY_MS)
             ),
@@ -342,10 +421,26 @@ impl Req {
 pub struct Key {
     pub identity: String,
     pub op: &'static str,
+    /// The original result, which replays return (`queued` for a queued
+    /// debit, whatever its batch did).
     pub result: &'static str,
+    /// When the key was processed; for a queued debit its batch applied,
+    /// the batch's time ("remembered ... for the dedup window after that").
     pub first_ms: u64,
+    /// A queued debit its batch has not applied yet: never forgotten.
+    pub waiting: bool,
+    /// What its batch gave a queued debit (what `status` reports after).
+    pub applied: Option<&'static str>,
     /// The request itself, for the generator's replays and conflicts.
     pub req: Req,
+}
+
+impl Key {
+    /// What `status` reports: "`queued` until its batch applies it, then
+    /// the result it got there".
+    pub fn status(&self) -> &'static str {
+        self.applied.unwrap_or(self.result)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -367,6 +462,9 @@ pub struct Hold {
     pub expires_at_ms: u64,
     pub state: HoldState,
     pub review: bool,
+    /// "an authorize naming one passes it to its hold" (and a review hold
+    /// carries its debit's).
+    pub merchant: Option<u64>,
 }
 
 impl Hold {
@@ -380,6 +478,10 @@ pub struct Refundable {
     pub amount: i128,
     pub refunded: i128,
     pub first_ms: u64,
+    /// The merchant it cleared to: its refunds are charged back there.
+    pub merchant: Option<u64>,
+    /// How many batches that merchant had settled when it cleared.
+    pub batch: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -397,6 +499,88 @@ pub struct Limits {
     pub velocity: Option<Velocity>,
 }
 
+/// One statement entry of an account with history.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub seq: u64,
+    pub id: u64,
+    pub op: &'static str,
+    pub result: &'static str,
+    pub time: u64,
+    /// With `balance`: only for `ok` / `held_for_review` that moved or held
+    /// money.
+    pub amount: Option<i128>,
+    pub balance: Option<i128>,
+    pub merchant: Option<u64>,
+    /// Kept at least for the window after this (its key's time; a queued
+    /// debit's batch time), and always while `waiting`.
+    pub since_ms: u64,
+    pub waiting: bool,
+    /// The engine showed it had dropped it (allowed past the window).
+    pub gone: bool,
+}
+
+/// The fields an entry may carry, in the order the canonical text uses.
+pub const ENTRY_FIELDS: [&str; 8] = [
+    "seq", "id", "op", "result", "time", "amount", "balance", "merchant",
+];
+
+/// Outcome fields that are not strings (or hold JSON) are kept in
+/// `Outcome::fields` as this prefix and their compact JSON text.
+pub const JSON_PREFIX: &str = "json:";
+
+/// An integer outcome field as `Outcome::fields` holds it.
+pub fn json_int(n: impl std::fmt::Display) -> String {
+    format!("{JSON_PREFIX}{n}")
+}
+
+/// `entries` as `Outcome::fields` holds it: each entry with only the fields
+/// SPEC names, in `ENTRY_FIELDS` order (an engine may add others).
+pub fn canonical_entries(value: &serde_json::Value) -> String {
+    let Some(list) = value.as_array() else {
+        return format!("{JSON_PREFIX}{value}");
+    };
+    let items: Vec<String> = list
+        .iter()
+        .map(|e| match e.as_object() {
+            None => e.to_string(),
+            Some(obj) => {
+                let parts: Vec<String> = ENTRY_FIELDS
+                    .iter()
+                    .filter_map(|name| obj.get(*name).map(|v| format!("{}:{v}", js_str(name))))
+                    .collect();
+                format!("{{{}}}", parts.join(","))
+            }
+        })
+        .collect();
+    format!("{JSON_PREFIX}[{}]", items.join(","))
+}
+
+fn js_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+impl Entry {
+    fn to_json(&self, exp: u32) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("seq".into(), self.seq.into());
+        m.insert("id".into(), self.id.into());
+        m.insert("op".into(), self.op.into());
+        m.insert("result".into(), self.result.into());
+        m.insert("time".into(), self.time.into());
+        if let Some(a) = self.amount {
+            m.insert("amount".into(), format_minor(a, exp).into());
+        }
+        if let Some(b) = self.balance {
+            m.insert("balance".into(), format_minor(b, exp).into());
+        }
+        if let Some(merchant) = self.merchant {
+            m.insert("merchant".into(), merchant.into());
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Account {
     pub currency: String,
@@ -404,6 +588,8 @@ pub struct Account {
     pub overdraft: i128,
     pub balance: i128,
     pub frozen: bool,
+    /// "closed for good".
+    pub closed: bool,
     pub keys: Map<u64, Key>,
     /// Key ids in the order they were stored (may repeat after forgetting).
     pub key_order: Vec<u64>,
@@ -418,16 +604,21 @@ pub struct Account {
     pub velocity_debits: Vec<(u64, i128)>,
     pub day: u64,
     pub day_sum: i128,
+    /// Queued debits waiting for a batch.
+    pub waiting: usize,
+    /// The statement, for an account opened with `"history": true`.
+    pub history: Option<Vec<Entry>>,
 }
 
 impl Account {
-    fn new(currency: &str, exp: u32, overdraft: i128, now_ms: u64) -> Account {
+    fn new(currency: &str, exp: u32, overdraft: i128, now_ms: u64, history: bool) -> Account {
         Account {
             currency: currency.to_string(),
             exp,
             overdraft,
             balance: 0,
             frozen: false,
+            closed: false,
             keys: Map::default(),
             key_order: Vec::new(),
             holds: Map::default(),
@@ -438,6 +629,8 @@ impl Account {
             velocity_debits: Vec::new(),
             day: now_ms / DAY_MS,
             day_sum: 0,
+            waiting: 0,
+            history: history.then(Vec::new),
         }
     }
 
@@ -486,13 +679,21 @@ impl Account {
         over
     }
 
-    fn new_hold(&mut self, id: u64, amount: i128, expires_at_ms: u64, review: bool) {
+    fn new_hold(
+        &mut self,
+        id: u64,
+        amount: i128,
+        expires_at_ms: u64,
+        review: bool,
+        merchant: Option<u64>,
+    ) {
         let hold = Hold {
             amount,
             captured: 0,
             expires_at_ms,
             state: HoldState::Active,
             review,
+            merchant,
         };
         assert!(
             self.holds.insert(id, hold).is_none(),
@@ -511,16 +712,23 @@ impl Account {
         assert!(self.active_holds.remove(&id));
     }
 
+    /// `account_not_empty`: "while the balance is not zero, a hold is
+    /// active, or a queued debit waits".
+    pub fn is_empty(&self) -> bool {
+        self.balance == 0 && self.active_holds.is_empty() && self.waiting == 0
+    }
+
     pub fn summary(&self) -> String {
         let e = self.exp;
         let mut s = format!(
-            "{} balance {} held {} available {} overdraft {}{}",
+            "{} balance {} held {} available {} overdraft {}{}{}",
             self.currency,
             format_minor(self.balance, e),
             format_minor(self.held(), e),
             format_minor(self.available(), e),
             format_minor(self.overdraft, e),
-            if self.frozen { " FROZEN" } else { "" }
+            if self.frozen { " FROZEN" } else { "" },
+            if self.closed { " CLOSED" } else { "" }
         );
         let l = &self.limits;
         let show = |v: Option<i128>| v.map_or("-".to_string(), |v| format_minor(v, e));
@@ -555,28 +763,166 @@ impl Account {
             .map(|id| (id, &self.holds[id]))
             .map(|(id, h)| {
                 format!(
-                    "#{id} amount {} captured {} expires_at {}{}",
+                    "#{id} amount {} captured {} expires_at {}{}{}",
                     format_minor(h.amount, e),
                     format_minor(h.captured, e),
                     h.expires_at_ms,
-                    if h.review { " (review)" } else { "" }
+                    if h.review { " (review)" } else { "" },
+                    h.merchant
+                        .map_or(String::new(), |m| format!(" merchant {m}"))
                 )
             })
             .collect();
         s += &format!("; active holds [{}]", active.join(", "));
+        if self.waiting > 0 {
+            s += &format!("; {} queued debit(s) waiting", self.waiting);
+        }
+        if let Some(h) = &self.history {
+            s += &format!("; history with {} entries", h.len());
+        }
         s
     }
+}
+
+/// One settled batch of a merchant.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub count: u64,
+    pub gross: i128,
+    pub refunded: i128,
+    pub fee: i128,
+    pub net: i128,
+}
+
+#[derive(Clone, Debug)]
+pub struct Merchant {
+    pub currency: String,
+    pub exp: u32,
+    pub fee_bps: u64,
+    /// The current batch: clearings (count, sum) and charge-backs (sum).
+    pub count: u64,
+    pub gross: i128,
+    pub refunded: i128,
+    pub batches: Vec<Batch>,
+    /// Everything ever cleared and charged back (the conservation check).
+    pub cleared_total: i128,
+    pub charged_back_total: i128,
+    /// Settle keys (merchant, id): the original outcome and when.
+    pub keys: Map<u64, (Outcome, u64)>,
+    pub key_order: Vec<u64>,
+}
+
+impl Merchant {
+    /// `pending` = clearings minus charge-backs of the current batch.
+    pub fn pending(&self) -> i128 {
+        self.gross - self.refunded
+    }
+
+    fn clear(&mut self, amount: i128) {
+        self.count += 1;
+        self.gross += amount;
+        self.cleared_total += amount;
+    }
+
+    fn charge_back(&mut self, amount: i128) {
+        self.refunded += amount;
+        self.charged_back_total += amount;
+    }
+
+    /// SPEC: "the sum of its clearings minus the sum of its charge-backs
+    /// equals `pending` plus the sum over its batches of `gross -
+    /// refunded`, and every batch has `gross - refunded = fee + net`" (the
+    /// model's own bookkeeping; the test checks the engine's answers).
+    fn check_conserved(&self) {
+        let settled: i128 = self.batches.iter().map(|b| b.gross - b.refunded).sum();
+        assert_eq!(
+            self.cleared_total - self.charged_back_total,
+            self.pending() + settled,
+            "model: merchant money not conserved"
+        );
+        for b in &self.batches {
+            assert_eq!(b.gross - b.refunded, b.fee + b.net, "model: batch figures");
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        let e = self.exp;
+        format!(
+            "{} fee_bps {}; current batch: {} clearing(s) gross {} charged back {}; {} batch(es) settled, net {} fees {}",
+            self.currency,
+            self.fee_bps,
+            self.count,
+            format_minor(self.gross, e),
+            format_minor(self.refunded, e),
+            self.batches.len(),
+            format_minor(self.batches.iter().map(|b| b.net).sum(), e),
+            format_minor(self.batches.iter().map(|b| b.fee).sum(), e),
+        )
+    }
+}
+
+/// A debit waiting for `run_batch`.
+#[derive(Clone, Debug)]
+pub struct Queued {
+    pub account: u64,
+    pub id: u64,
+    pub amount: i128,
+    pub merchant: Option<u64>,
+    /// Its history entry's seq, on an account with history.
+    pub seq: Option<u64>,
 }
 
 pub struct Model {
     pub now_ms: u64,
     pub dedup_window_ms: u64,
     pub accounts: Map<u64, Account>,
+    pub merchants: Map<u64, Merchant>,
+    /// Every queued debit not yet applied, in line order.
+    pub queue: Vec<Queued>,
 }
 
 /// What the engine answered, as far as the forgetting rules need it.
 fn says(actual: Option<&Outcome>, result: &str) -> bool {
     actual.is_some_and(|a| a.result == result && !a.replayed)
+}
+
+/// The result of a keyed request and, when it moved or held money, the
+/// amount it moved or held (for the statement).
+struct Done {
+    result: &'static str,
+    amount: Option<i128>,
+}
+
+fn no(result: &'static str) -> Done {
+    Done {
+        result,
+        amount: None,
+    }
+}
+
+fn moved(result: &'static str, amount: i128) -> Done {
+    Done {
+        result,
+        amount: Some(amount),
+    }
+}
+
+fn settled_batches(merchants: &Map<u64, Merchant>, merchant: Option<u64>) -> usize {
+    merchant.map_or(0, |m| merchants[&m].batches.len())
+}
+
+/// "A request that names a merchant needs it to exist (`unknown_merchant`)
+/// and to have the account's currency (`currency_mismatch`)."
+fn merchant_problem(
+    merchants: &Map<u64, Merchant>,
+    merchant: u64,
+    currency: &str,
+) -> Option<&'static str> {
+    match merchants.get(&merchant) {
+        None => Some("unknown_merchant"),
+        Some(m) if m.currency != currency => Some("currency_mismatch"),
+        Some(_) => None,
+    }
 }
 
 impl Model {
@@ -585,6 +931,8 @@ impl Model {
             now_ms: 0,
             dedup_window_ms,
             accounts: Map::default(),
+            merchants: Map::default(),
+            queue: Vec::new(),
         }
     }
 
@@ -592,6 +940,11 @@ impl Model {
     /// remembered while less than the window has passed since.
     pub fn may_be_forgotten(&self, since_ms: u64) -> bool {
         self.now_ms - since_ms >= self.dedup_window_ms
+    }
+
+    /// A key that the engine must still remember.
+    pub fn key_sure(&self, key: &Key) -> bool {
+        key.waiting || !self.may_be_forgotten(key.first_ms)
     }
 
     /// Applies one request and returns its outcome (`line` left 0).
@@ -611,8 +964,14 @@ impl Model {
                 account,
                 currency,
                 overdraft,
+                history,
             } => {
-                if self.accounts.contains_key(account) {
+                // "Its id is never reused: open_account with it is
+                // account_exists."
+                if let Some(acct) = self.accounts.get(account) {
+                    if acct.closed {
+                        hit("open_account of a closed account");
+                    }
                     return Outcome::new(0, "account_exists");
                 }
                 let Some(exp) = currency_exponent(currency) else {
@@ -625,14 +984,19 @@ impl Model {
                         None => return Outcome::new(0, "invalid_amount"),
                     },
                 };
-                self.accounts
-                    .insert(*account, Account::new(currency, exp, overdraft, now));
+                self.accounts.insert(
+                    *account,
+                    Account::new(currency, exp, overdraft, now, history.unwrap_or(false)),
+                );
                 Outcome::new(0, "ok")
             }
             Req::Freeze { account } | Req::Unfreeze { account } => {
                 let Some(acct) = self.accounts.get_mut(account) else {
                     return Outcome::new(0, "unknown_account");
                 };
+                if acct.closed {
+                    return Outcome::new(0, "account_closed");
+                }
                 acct.frozen = matches!(req, Req::Freeze { .. });
                 Outcome::new(0, "ok")
             }
@@ -640,6 +1004,9 @@ impl Model {
                 let Some(acct) = self.accounts.get(account) else {
                     return Outcome::new(0, "unknown_account");
                 };
+                if acct.closed {
+                    hit("balance of a closed account");
+                }
                 Outcome::new(0, "ok")
                     .with("balance", format_minor(acct.balance, acct.exp))
                     .with("held", format_minor(acct.held(), acct.exp))
@@ -655,14 +1022,21 @@ impl Model {
                 };
                 // A key past the window may be gone; then it is gone for
                 // replays too.
-                if now - key.first_ms >= window_ms && says(actual, "unknown_id") {
+                if !key.waiting && now - key.first_ms >= window_ms && says(actual, "unknown_id") {
                     hit("engine forgot a key (status) past the window");
                     acct.keys.remove(id);
                     return Outcome::new(0, "unknown_id");
                 }
+                if key.op == "queue_debit" {
+                    hit(if key.waiting {
+                        "status of a queued debit still waiting"
+                    } else {
+                        "status of a queued debit its batch applied"
+                    });
+                }
                 Outcome::new(0, "ok")
                     .with("op", key.op.to_string())
-                    .with("status", key.result.to_string())
+                    .with("status", key.status().to_string())
             }
             Req::SetLimits {
                 account,
@@ -674,6 +1048,9 @@ impl Model {
                 let Some(acct) = self.accounts.get_mut(account) else {
                     return Outcome::new(0, "unknown_account");
                 };
+                if acct.closed {
+                    return Outcome::new(0, "account_closed");
+                }
                 let exp = acct.exp;
                 // "an omitted field means none"; present ones must be amounts.
                 let parse = |a: &Option<String>| match a {
@@ -707,8 +1084,339 @@ impl Model {
                 acct.velocity_debits.clear();
                 Outcome::new(0, "ok")
             }
+            Req::OpenMerchant {
+                merchant,
+                currency,
+                fee_bps,
+            } => {
+                // "a second open_merchant with the same id is
+                // merchant_exists, whatever its fields".
+                if self.merchants.contains_key(merchant) {
+                    return Outcome::new(0, "merchant_exists");
+                }
+                let Some(exp) = currency_exponent(currency) else {
+                    return Outcome::new(0, "unsupported_currency");
+                };
+                let fee_bps = fee_bps.unwrap_or(0);
+                assert!(fee_bps <= 10_000, "generator bug: fee_bps {fee_bps}");
+                self.merchants.insert(
+                    *merchant,
+                    Merchant {
+                        currency: currency.clone(),
+                        exp,
+                        fee_bps,
+                        count: 0,
+                        gross: 0,
+                        refunded: 0,
+                        batches: Vec::new(),
+                        cleared_total: 0,
+                        charged_back_total: 0,
+                        keys: Map::default(),
+                        key_order: Vec::new(),
+                    },
+                );
+                Outcome::new(0, "ok")
+            }
+            Req::Merchant { merchant } => {
+                let Some(m) = self.merchants.get(merchant) else {
+                    return Outcome::new(0, "unknown_merchant");
+                };
+                m.check_conserved();
+                if m.pending() < 0 {
+                    hit("merchant pending is negative");
+                }
+                let e = m.exp;
+                Outcome::new(0, "ok")
+                    .with("currency", m.currency.clone())
+                    .with("fee_bps", json_int(m.fee_bps))
+                    .with("batches", json_int(m.batches.len()))
+                    .with("pending", format_minor(m.pending(), e))
+                    .with(
+                        "settled_net",
+                        format_minor(m.batches.iter().map(|b| b.net).sum(), e),
+                    )
+                    .with(
+                        "fees",
+                        format_minor(m.batches.iter().map(|b| b.fee).sum(), e),
+                    )
+            }
+            Req::Settle { id, merchant } => self.settle(*id, *merchant, actual),
+            Req::RunBatch => self.run_batch(),
+            Req::Close { account } => {
+                let Some(acct) = self.accounts.get_mut(account) else {
+                    return Outcome::new(0, "unknown_account");
+                };
+                if acct.closed {
+                    return Outcome::new(0, "account_closed");
+                }
+                if acct.balance != 0 {
+                    hit("close with balance left");
+                }
+                if !acct.active_holds.is_empty() {
+                    hit("close with a hold active");
+                }
+                if acct.waiting > 0 {
+                    hit("close with a queued debit waiting");
+                }
+                match (
+                    acct.balance == 0,
+                    acct.active_holds.is_empty(),
+                    acct.waiting == 0,
+                ) {
+                    (true, false, true) => hit("close with only a hold active"),
+                    (true, true, false) => hit("close with only a queued debit waiting"),
+                    _ => {}
+                }
+                if !acct.is_empty() {
+                    return Outcome::new(0, "account_not_empty");
+                }
+                if acct.frozen {
+                    hit("close of a frozen account");
+                }
+                if acct.history.is_some() {
+                    hit("close of an account with history");
+                }
+                acct.closed = true;
+                Outcome::new(0, "ok")
+            }
+            Req::History {
+                account,
+                limit,
+                before,
+            } => self.history(*account, *limit, *before, actual),
             _ => self.money(req, actual),
         }
+    }
+
+    /// "`settle` closes the merchant's current batch".
+    fn settle(&mut self, id: u64, merchant: u64, actual: Option<&Outcome>) -> Outcome {
+        let now = self.now_ms;
+        let window_ms = self.dedup_window_ms;
+        // "A settle's unknown_merchant is not remembered."
+        let Some(m) = self.merchants.get_mut(&merchant) else {
+            return Outcome::new(0, "unknown_merchant");
+        };
+        if let Some((original, first_ms)) = m.keys.get(&id) {
+            // "Its key is remembered, replayed and forgotten like any other
+            // key": past the window the engine may answer as for a new one.
+            let forgotten = now - first_ms >= window_ms && actual.is_some_and(|a| !a.replayed);
+            if forgotten {
+                hit("engine forgot a settle key past the window");
+                m.keys.remove(&id);
+            } else {
+                // "a key seen before always replays (never id_conflict)".
+                hit(if original.result == "ok" {
+                    "settle replayed (ok)"
+                } else {
+                    "settle replayed (nothing_to_settle)"
+                });
+                let mut outcome = original.clone();
+                outcome.replayed = true;
+                return outcome;
+            }
+        }
+        // "A batch with no clearing and no charge-back is nothing_to_settle,
+        // and starts nothing".
+        let outcome = if m.count == 0 && m.refunded == 0 {
+            Outcome::new(0, "nothing_to_settle")
+        } else {
+            // "fee = gross x fee_bps / 10,000 in minor units, rounded down;
+            // net = gross - refunded - fee".
+            let product = m.gross * i128::from(m.fee_bps);
+            let fee = product / 10_000;
+            if product % 10_000 != 0 {
+                hit("settle fee rounds down");
+            }
+            let net = m.gross - m.refunded - fee;
+            if net < 0 {
+                hit("settle net is negative");
+            }
+            if m.count == 0 {
+                hit("settle of charge-backs only");
+            }
+            if m.count > 0 && m.gross == m.refunded {
+                hit("settle where clearings and charge-backs cancel");
+            }
+            match m.fee_bps {
+                0 => hit("settle with fee_bps 0"),
+                10_000 => hit("settle with fee_bps 10000"),
+                _ => {}
+            }
+            let batch = Batch {
+                count: m.count,
+                gross: m.gross,
+                refunded: m.refunded,
+                fee,
+                net,
+            };
+            m.batches.push(batch);
+            m.count = 0;
+            m.gross = 0;
+            m.refunded = 0;
+            let e = m.exp;
+            Outcome::new(0, "ok")
+                .with("batch", json_int(m.batches.len()))
+                .with("count", json_int(m.batches.last().map_or(0, |b| b.count)))
+                .with(
+                    "gross",
+                    format_minor(m.batches.last().map_or(0, |b| b.gross), e),
+                )
+                .with(
+                    "refunded",
+                    format_minor(m.batches.last().map_or(0, |b| b.refunded), e),
+                )
+                .with("fee", format_minor(fee, e))
+                .with("net", format_minor(net, e))
+        };
+        m.check_conserved();
+        m.keys.insert(id, (outcome.clone(), now));
+        m.key_order.push(id);
+        outcome
+    }
+
+    /// "every queued debit is applied now ... each as if a `debit` with the
+    /// same id, account, amount and merchant arrived at that moment".
+    fn run_batch(&mut self) -> Outcome {
+        let now = self.now_ms;
+        let queue = std::mem::take(&mut self.queue);
+        let (mut ok, mut held, mut rejected) = (0u64, 0u64, 0u64);
+        for q in &queue {
+            let acct = self
+                .accounts
+                .get_mut(&q.account)
+                .expect("a queued debit's account exists");
+            if acct.frozen {
+                hit("queued debit meets a frozen account");
+            }
+            let done = apply_debit(acct, &mut self.merchants, q.id, q.amount, q.merchant, now);
+            match done.result {
+                "ok" => ok += 1,
+                "held_for_review" => {
+                    hit("queued debit held for review");
+                    held += 1
+                }
+                other => {
+                    match other {
+                        "limit_exceeded" => hit("queued debit over a limit"),
+                        "insufficient_funds" => hit("queued debit short of funds"),
+                        _ => {}
+                    }
+                    rejected += 1
+                }
+            }
+            acct.waiting -= 1;
+            let key = acct
+                .keys
+                .get_mut(&q.id)
+                .expect("a waiting key is never forgotten");
+            assert!(key.waiting, "model: queued key {} not waiting", q.id);
+            key.waiting = false;
+            key.applied = Some(done.result);
+            key.first_ms = now;
+            let balance = acct.balance;
+            if let (Some(seq), Some(entries)) = (q.seq, acct.history.as_mut()) {
+                let e = &mut entries[(seq - 1) as usize];
+                e.result = done.result;
+                e.amount = done.amount;
+                e.balance = done.amount.map(|_| balance);
+                e.since_ms = now;
+                e.waiting = false;
+            }
+        }
+        if queue.is_empty() {
+            hit("run_batch with nothing queued");
+        }
+        if ok > 0 {
+            hit("run_batch with ok > 0");
+        }
+        if held > 0 {
+            hit("run_batch with held > 0");
+        }
+        if rejected > 0 {
+            hit("run_batch with rejected > 0");
+        }
+        Outcome::new(0, "ok")
+            .with("applied", json_int(queue.len()))
+            .with("ok", json_int(ok))
+            .with("held", json_int(held))
+            .with("rejected", json_int(rejected))
+    }
+
+    /// "`history` returns `entries`, newest first: at most `limit` ... of
+    /// the entries with `seq` < `before`". Entries past the window may be
+    /// missing: the engine's answer says which (see the module comment).
+    fn history(
+        &mut self,
+        account: u64,
+        limit: Option<u64>,
+        before: Option<u64>,
+        actual: Option<&Outcome>,
+    ) -> Outcome {
+        let now = self.now_ms;
+        let window_ms = self.dedup_window_ms;
+        let Some(acct) = self.accounts.get_mut(&account) else {
+            return Outcome::new(0, "unknown_account");
+        };
+        let exp = acct.exp;
+        let Some(entries) = acct.history.as_mut() else {
+            return Outcome::new(0, "no_history");
+        };
+        let limit = limit.unwrap_or(20) as usize;
+        let len = entries.len() as u64;
+        let top = before.map_or(len, |b| (b - 1).min(len));
+        match before {
+            Some(1) => hit("history before 1 (nothing before it)"),
+            Some(b) if b == len && len > 0 => hit("history before = last seq"),
+            Some(b) if b == len + 1 => hit("history before = last seq + 1"),
+            Some(b) if b > len + 1 => hit("history before beyond the end"),
+            _ => {}
+        }
+        // The seqs the engine showed, to learn which old entries it dropped.
+        let shown: Option<BTreeSet<u64>> = actual
+            .and_then(|a| a.fields.get("entries"))
+            .and_then(|t| t.strip_prefix(JSON_PREFIX))
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .and_then(|v| {
+                v.as_array().map(|list| {
+                    list.iter()
+                        .filter_map(|e| e.get("seq").and_then(|s| s.as_u64()))
+                        .collect()
+                })
+            });
+        let mut page = Vec::new();
+        let mut seq = top;
+        while seq >= 1 && page.len() < limit {
+            let e = &mut entries[(seq - 1) as usize];
+            seq -= 1;
+            if e.gone {
+                continue;
+            }
+            let may_go = !e.waiting && now - e.since_ms >= window_ms;
+            if may_go && shown.as_ref().is_some_and(|s| !s.contains(&e.seq)) {
+                hit("engine dropped a history entry past the window");
+                e.gone = true;
+                continue;
+            }
+            page.push(e.to_json(exp));
+        }
+        if page.len() == limit && seq >= 1 {
+            hit(match limit {
+                1 => "history page cut at limit 1",
+                20 => "history page cut at the default limit 20",
+                1000 => "history page cut at limit 1000",
+                _ => "history page cut at another limit",
+            });
+        }
+        if page.len() > 20 {
+            hit("history page of more than 20 entries");
+        }
+        if !page.is_empty() {
+            hit("history page with entries");
+        }
+        Outcome::new(0, "ok").with(
+            "entries",
+            canonical_entries(&serde_json::Value::Array(page)),
+        )
     }
 
     /// "expiry releases it like a void", at the instant engine time reaches
@@ -731,8 +1439,8 @@ impl Model {
         }
     }
 
-    /// deposit, debit, authorize, increment, capture, void, refund: the ops
-    /// with a key (account, id).
+    /// deposit, debit, authorize, queue_debit, increment, capture, void,
+    /// refund: the ops with a key (account, id).
     fn money(&mut self, req: &Req, actual: Option<&Outcome>) -> Outcome {
         let account = req.account().expect("money request names an account");
         let id = req.key_id().expect("money request has an id");
@@ -747,7 +1455,8 @@ impl Model {
         if let Some(key) = acct.keys.get(&id) {
             // A key past the window may be gone: the engine then answers as
             // for a new request (never a replay, never id_conflict).
-            let forgotten = window_passed(key.first_ms)
+            let forgotten = !key.waiting
+                && window_passed(key.first_ms)
                 && actual.is_some_and(|a| !a.replayed && a.result != "id_conflict");
             if forgotten {
                 hit("engine forgot a key past the window");
@@ -758,7 +1467,13 @@ impl Model {
                 if key.identity == identity && key.req != *req {
                     hit("replay spelled differently");
                 }
+                if acct.closed {
+                    hit("key replayed or conflicting on a closed account");
+                }
                 if key.identity == identity {
+                    if key.op == "queue_debit" && key.result == "queued" && !key.waiting {
+                        hit("queued debit replayed after its batch");
+                    }
                     let mut outcome = Outcome::new(0, key.result);
                     outcome.replayed = true;
                     return outcome;
@@ -767,51 +1482,96 @@ impl Model {
             }
             acct.keys.remove(&id);
         }
-        let result = match req {
-            Req::Deposit { amount, .. } => deposit(acct, amount),
-            Req::Debit { amount, .. } => debit(acct, id, amount, now),
-            Req::Authorize {
-                amount,
-                expires_in_ms,
-                ..
-            } => authorize(acct, id, amount, *expires_in_ms, now),
-            Req::Increment {
-                auth,
-                amount,
-                expires_in_ms,
-                ..
-            } => match find_hold(acct, *auth, actual, &window_passed) {
-                Err(code) => code,
-                Ok(()) => increment(acct, *auth, amount, *expires_in_ms, now),
-            },
-            Req::Capture {
-                auth,
-                amount,
-                is_final,
-                ..
-            } => match find_hold(acct, *auth, actual, &window_passed) {
-                Err(code) => code,
-                Ok(()) => capture(
+        let merchants = &mut self.merchants;
+        let named = req.merchant();
+        let done = if acct.closed {
+            // "On a closed account every request except balance, status and
+            // history is account_closed: it comes right after id_conflict
+            // and unknown_account".
+            hit(match req {
+                Req::Refund { .. } => "refund to a closed account",
+                _ => "keyed request on a closed account",
+            });
+            no("account_closed")
+        } else if let Some(problem) =
+            named.and_then(|m| merchant_problem(merchants, m, &acct.currency))
+        {
+            no(problem)
+        } else {
+            match req {
+                Req::Deposit { amount, .. } => deposit(acct, amount),
+                Req::Debit { amount, .. } => debit(acct, merchants, id, amount, named, now),
+                Req::Authorize {
+                    amount,
+                    expires_in_ms,
+                    ..
+                } => authorize(acct, id, amount, *expires_in_ms, named, now),
+                Req::QueueDebit { amount, .. } => match parse_amount(amount, acct.exp, false) {
+                    // "It checks neither account_frozen, limits, risk
+                    // routing nor funds".
+                    None => no("invalid_amount"),
+                    Some(value) => {
+                        if acct.frozen {
+                            hit("debit queued on a frozen account");
+                        }
+                        let seq = acct.history.as_ref().map(|h| h.len() as u64 + 1);
+                        self.queue.push(Queued {
+                            account,
+                            id,
+                            amount: value,
+                            merchant: named,
+                            seq,
+                        });
+                        acct.waiting += 1;
+                        no("queued")
+                    }
+                },
+                Req::Increment {
+                    auth,
+                    amount,
+                    expires_in_ms,
+                    ..
+                } => match find_hold(acct, *auth, actual, &window_passed) {
+                    Err(code) => no(code),
+                    Ok(()) => increment(acct, *auth, amount, *expires_in_ms, now),
+                },
+                Req::Capture {
+                    auth,
+                    amount,
+                    is_final,
+                    ..
+                } => match find_hold(acct, *auth, actual, &window_passed) {
+                    Err(code) => no(code),
+                    Ok(()) => capture(
+                        acct,
+                        merchants,
+                        id,
+                        *auth,
+                        amount.as_deref(),
+                        is_final.unwrap_or(true),
+                        now,
+                    ),
+                },
+                Req::Void { auth, .. } => match find_hold(acct, *auth, actual, &window_passed) {
+                    Err(code) => no(code),
+                    Ok(()) => {
+                        acct.end_hold(*auth, false, now);
+                        no("ok")
+                    }
+                },
+                Req::Refund { of, amount, .. } => refund(
                     acct,
-                    id,
-                    *auth,
+                    merchants,
+                    *of,
                     amount.as_deref(),
-                    is_final.unwrap_or(true),
-                    now,
+                    actual,
+                    &window_passed,
                 ),
-            },
-            Req::Void { auth, .. } => match find_hold(acct, *auth, actual, &window_passed) {
-                Err(code) => code,
-                Ok(()) => {
-                    acct.end_hold(*auth, false, now);
-                    "ok"
-                }
-            },
-            Req::Refund { of, amount, .. } => {
-                refund(acct, *of, amount.as_deref(), actual, &window_passed)
+                other => unreachable!("{} is not a money request", other.op()),
             }
-            other => unreachable!("{} is not a money request", other.op()),
         };
+        let result = done.result;
+        let waiting = result == "queued";
         acct.keys.insert(
             id,
             Key {
@@ -819,10 +1579,30 @@ impl Model {
                 op: req.op(),
                 result,
                 first_ms: now,
+                waiting,
+                applied: None,
                 req: req.clone(),
             },
         );
         acct.key_order.push(id);
+        // "Every keyed request that gets a remembered outcome on such an
+        // account (not replays, not id_conflict) adds an entry."
+        let balance = acct.balance;
+        if let Some(entries) = acct.history.as_mut() {
+            entries.push(Entry {
+                seq: entries.len() as u64 + 1,
+                id,
+                op: req.op(),
+                result,
+                time: now,
+                amount: done.amount,
+                balance: done.amount.map(|_| balance),
+                merchant: named,
+                since_ms: now,
+                waiting,
+                gone: false,
+            });
+        }
         Outcome::new(0, result)
     }
 }
@@ -856,32 +1636,52 @@ fn find_hold(
     }
 }
 
-fn deposit(acct: &mut Account, amount: &str) -> &'static str {
+fn deposit(acct: &mut Account, amount: &str) -> Done {
     let Some(amount) = parse_amount(amount, acct.exp, false) else {
-        return "invalid_amount";
+        return no("invalid_amount");
     };
     if acct.balance + amount > MINOR_MAX {
         hit("deposit would pass 2^63-1");
-        return "invalid_amount";
+        return no("invalid_amount");
     }
     if acct.balance + amount == MINOR_MAX {
         hit("deposit reaches exactly 2^63-1");
     }
     acct.balance += amount;
-    "ok"
+    moved("ok", amount)
 }
 
-/// Check order: invalid_amount, account_frozen, limit_exceeded, risk routing,
-/// insufficient_funds, then the 63-bit check.
-fn debit(acct: &mut Account, id: u64, amount: &str, now: u64) -> &'static str {
+fn debit(
+    acct: &mut Account,
+    merchants: &mut Map<u64, Merchant>,
+    id: u64,
+    amount: &str,
+    merchant: Option<u64>,
+    now: u64,
+) -> Done {
     let Some(amount) = parse_amount(amount, acct.exp, false) else {
-        return "invalid_amount";
+        return no("invalid_amount");
     };
+    apply_debit(acct, merchants, id, amount, merchant, now)
+}
+
+/// A debit's checks from account_frozen on: limit_exceeded, risk routing,
+/// insufficient_funds, then the 63-bit check; its effects (clearing, daily
+/// sums, velocity, a review hold). Also what `run_batch` does to each
+/// queued debit.
+fn apply_debit(
+    acct: &mut Account,
+    merchants: &mut Map<u64, Merchant>,
+    id: u64,
+    amount: i128,
+    merchant: Option<u64>,
+    now: u64,
+) -> Done {
     if acct.frozen {
-        return "account_frozen";
+        return no("account_frozen");
     }
     if acct.over_limits(amount, amount, now) {
-        return "limit_exceeded";
+        return no("limit_exceeded");
     }
     let by_amount = acct.limits.review_above.is_some_and(|r| amount > r);
     let by_velocity = acct.limits.velocity.as_ref().is_some_and(|v| {
@@ -907,16 +1707,19 @@ fn debit(acct: &mut Account, id: u64, amount: &str, now: u64) -> &'static str {
     }
     let review = by_amount || by_velocity;
     if !acct.can_take(amount) {
-        return "insufficient_funds";
+        return no("insufficient_funds");
     }
     if review {
         if acct.held() + amount > MINOR_MAX {
             hit("review hold would pass 2^63-1");
-            return "invalid_amount";
+            return no("invalid_amount");
         }
-        acct.new_hold(id, amount, now + DEFAULT_EXPIRY_MS, true);
+        if merchant.is_some() {
+            hit("review hold carries a merchant");
+        }
+        acct.new_hold(id, amount, now + DEFAULT_EXPIRY_MS, true, merchant);
         acct.day_sum += amount;
-        return "held_for_review";
+        return moved("held_for_review", amount);
     }
     acct.balance -= amount;
     assert!(acct.balance >= -MINOR_MAX, "model: balance below -(2^63-1)");
@@ -928,9 +1731,15 @@ fn debit(acct: &mut Account, id: u64, amount: &str, now: u64) -> &'static str {
             amount,
             refunded: 0,
             first_ms: now,
+            merchant,
+            batch: settled_batches(merchants, merchant),
         },
     );
-    "ok"
+    // "an ok debit naming a merchant clears its amount".
+    if let Some(m) = merchant {
+        merchants.get_mut(&m).expect("checked").clear(amount);
+    }
+    moved("ok", amount)
 }
 
 fn authorize(
@@ -938,32 +1747,34 @@ fn authorize(
     id: u64,
     amount: &str,
     expires_in_ms: Option<u64>,
+    merchant: Option<u64>,
     now: u64,
-) -> &'static str {
+) -> Done {
     let Some(amount) = parse_amount(amount, acct.exp, false) else {
-        return "invalid_amount";
+        return no("invalid_amount");
     };
     if acct.frozen {
-        return "account_frozen";
+        return no("account_frozen");
     }
     if acct.over_limits(amount, amount, now) {
-        return "limit_exceeded";
+        return no("limit_exceeded");
     }
     if !acct.can_take(amount) {
-        return "insufficient_funds";
+        return no("insufficient_funds");
     }
     if acct.held() + amount > MINOR_MAX {
         hit("authorize would pass 2^63-1 held");
-        return "invalid_amount";
+        return no("invalid_amount");
     }
     acct.new_hold(
         id,
         amount,
         now + expires_in_ms.unwrap_or(DEFAULT_EXPIRY_MS),
         false,
+        merchant,
     );
     acct.day_sum += amount;
-    "ok"
+    moved("ok", amount)
 }
 
 /// After the hold checks: invalid_amount, account_frozen, capture_started,
@@ -974,28 +1785,28 @@ fn increment(
     amount: &str,
     expires_in_ms: Option<u64>,
     now: u64,
-) -> &'static str {
+) -> Done {
     let Some(amount) = parse_amount(amount, acct.exp, false) else {
-        return "invalid_amount";
+        return no("invalid_amount");
     };
     if acct.frozen {
-        return "account_frozen";
+        return no("account_frozen");
     }
     let hold = &acct.holds[&auth];
     if hold.captured > 0 {
-        return "capture_started";
+        return no("capture_started");
     }
     // per_txn bounds "the new total of a hold after an increment".
     let new_total = hold.amount + amount;
     if acct.over_limits(amount, new_total, now) {
-        return "limit_exceeded";
+        return no("limit_exceeded");
     }
     if !acct.can_take(amount) {
-        return "insufficient_funds";
+        return no("insufficient_funds");
     }
     if new_total > MINOR_MAX || acct.held() + amount > MINOR_MAX {
         hit("increment would pass 2^63-1");
-        return "invalid_amount";
+        return no("invalid_amount");
     }
     let hold = acct.holds.get_mut(&auth).expect("found above");
     hold.amount = new_total;
@@ -1004,32 +1815,35 @@ fn increment(
         hold.expires_at_ms = now + ms;
     }
     acct.day_sum += amount;
-    "ok"
+    moved("ok", amount)
 }
 
 /// After the hold checks: invalid_amount, exceeds_authorized (against what is
 /// left of the hold).
 fn capture(
     acct: &mut Account,
+    merchants: &mut Map<u64, Merchant>,
     id: u64,
     auth: u64,
     amount: Option<&str>,
     is_final: bool,
     now: u64,
-) -> &'static str {
+) -> Done {
     let left = acct.holds[&auth].left();
     let amount = match amount {
         None => left,
         Some(text) => match parse_amount(text, acct.exp, false) {
             Some(v) => v,
-            None => return "invalid_amount",
+            None => return no("invalid_amount"),
         },
     };
     if amount > left {
-        return "exceeds_authorized";
+        return no("exceeds_authorized");
     }
     acct.balance -= amount;
-    acct.holds.get_mut(&auth).expect("found above").captured += amount;
+    let hold = acct.holds.get_mut(&auth).expect("found above");
+    hold.captured += amount;
+    let merchant = hold.merchant;
     // "A non-final capture that takes all that is left ends the hold."
     if is_final || amount == left {
         if !is_final {
@@ -1043,34 +1857,48 @@ fn capture(
             amount,
             refunded: 0,
             first_ms: now,
+            merchant,
+            batch: settled_batches(merchants, merchant),
         },
     );
-    "ok"
+    // "an ok capture of a hold whose authorize named a merchant clears the
+    // amount it captured".
+    if let Some(m) = merchant {
+        if !is_final && amount < left {
+            hit("partial capture clears to a merchant");
+        }
+        merchants
+            .get_mut(&m)
+            .expect("a hold's merchant exists")
+            .clear(amount);
+    }
+    moved("ok", amount)
 }
 
 /// not_refundable, invalid_amount, exceeds_refundable, then the 63-bit check.
 fn refund(
     acct: &mut Account,
+    merchants: &mut Map<u64, Merchant>,
     of: u64,
     amount: Option<&str>,
     actual: Option<&Outcome>,
     window_passed: &dyn Fn(u64) -> bool,
-) -> &'static str {
+) -> Done {
     let Some(original) = acct.refundables.get(&of) else {
-        return "not_refundable";
+        return no("not_refundable");
     };
     // "a forgotten original is not_refundable".
     if window_passed(original.first_ms) && says(actual, "not_refundable") {
         hit("engine forgot a refundable original past the window");
         acct.refundables.remove(&of);
-        return "not_refundable";
+        return no("not_refundable");
     }
     let left = original.amount - original.refunded;
     let amount = match amount {
         None => left,
         Some(text) => match parse_amount(text, acct.exp, false) {
             Some(v) => v,
-            None => return "invalid_amount",
+            None => return no("invalid_amount"),
         },
     };
     // "once nothing is left, a refund (with or without an amount) is
@@ -1079,13 +1907,27 @@ fn refund(
         if left == 0 {
             hit("refund once nothing is left");
         }
-        return "exceeds_refundable";
+        return no("exceeds_refundable");
     }
     if acct.balance + amount > MINOR_MAX {
         hit("refund would pass 2^63-1");
-        return "invalid_amount";
+        return no("invalid_amount");
     }
     acct.balance += amount;
-    acct.refundables.get_mut(&of).expect("found above").refunded += amount;
-    "ok"
+    let original = acct.refundables.get_mut(&of).expect("found above");
+    original.refunded += amount;
+    // "An ok refund of an original that cleared to a merchant is charged
+    // back to that merchant: it counts against the merchant's current
+    // batch, whichever batch the original was in."
+    if let Some(m) = original.merchant {
+        let m = merchants
+            .get_mut(&m)
+            .expect("an original's merchant exists");
+        hit("refund charged back to a merchant");
+        if m.batches.len() > original.batch {
+            hit("charge-back of an original cleared in an earlier batch");
+        }
+        m.charge_back(amount);
+    }
+    moved("ok", amount)
 }
