@@ -13,7 +13,8 @@
 //! - `DEBITCORE_MODEL_TALLY=1`: print how often each op/result pair and each
 //!   corner of SPEC came up.
 //! - `DEBITCORE_MODEL_FEATURES=merchants,settle,batch,closing,history`
-//!   (comma-separated; default: all of them): which parts of SPEC's section
+//!   (comma-separated; default: those the engine has built, `ENGINE_HAS`
+//!   in the generator; `all` for every one): which parts of SPEC's section
 //!   "Merchants and clearing, batch debits, closing accounts, history" the
 //!   streams exercise, for an engine that has only some of them
 //!   (`settle` brings `merchants`). The model always knows all of them; the
