@@ -100,6 +100,23 @@ pub struct Args {
     /// handlers do; 0 (the default): pipelined clients. Closed loop only.
     #[arg(long, default_value_t = 0)]
     pub async_tasks: usize,
+
+    /// Merchants opened at setup (ids 1..=N, USD, fee 100 bps); every
+    /// debit, authorize and queued debit then names one of them at random.
+    /// 0 (the default): no merchants.
+    #[arg(long, default_value_t = 0)]
+    pub merchants: u64,
+
+    /// Settle one merchant (at random, a fresh key) every this many ms,
+    /// from a thread of its own, timed apart from the other requests;
+    /// needs --merchants. 0 (the default): never.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_period)]
+    pub settle_every_ms: f64,
+
+    /// Send `run_batch` every this many ms from that thread (queued debits
+    /// come from `queue_debit` in --mix), timed apart. 0: never.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_period)]
+    pub batch_every_ms: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -157,6 +174,11 @@ pub struct Config {
     pub expect_keys: usize,
     /// 0: pipelined clients; else tasks awaiting `submit_async`.
     pub async_tasks: usize,
+    /// Merchants opened at setup; 0: debits name none.
+    pub merchants: u64,
+    /// Period of settles and of batch runs, ms; 0: none.
+    pub settle_every_ms: f64,
+    pub batch_every_ms: f64,
 }
 
 impl Args {
@@ -177,6 +199,9 @@ impl Args {
                 "--async-tasks {} is fewer than one task per producer ({producers})",
                 self.async_tasks
             ));
+        }
+        if self.settle_every_ms > 0.0 && self.merchants == 0 {
+            return Err("--settle-every-ms needs --merchants".to_string());
         }
         if let Some(rate) = self.rate {
             // Below one request per second per producer the schedule would
@@ -211,6 +236,9 @@ impl Args {
             dedup_window_ms: self.dedup_window_ms,
             expect_keys: self.expect_keys,
             async_tasks: self.async_tasks,
+            merchants: self.merchants,
+            settle_every_ms: self.settle_every_ms,
+            batch_every_ms: self.batch_every_ms,
         })
     }
 }
@@ -224,6 +252,16 @@ fn parse_accounts(text: &str) -> Result<u64, String> {
         return Err("need at least one account (and fewer than 2^64 - 1)".to_string());
     }
     Ok(n)
+}
+
+fn parse_period(text: &str) -> Result<f64, String> {
+    let ms: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of ms"))?;
+    if !ms.is_finite() || ms < 0.0 {
+        return Err("a period is a number of ms >= 0".to_string());
+    }
+    Ok(ms)
 }
 
 fn parse_shards(text: &str) -> Result<usize, String> {

@@ -13,6 +13,7 @@
 mod args;
 mod producer;
 mod report;
+mod settler;
 mod setup;
 mod workload;
 
@@ -90,10 +91,13 @@ fn main() {
         std::process::exit(1);
     }
 
-    let (mut summary, intervals) = measure(&engine, &config);
+    let (mut summary, intervals, settler) = measure(&engine, &config);
     summary.engine = report::EngineTotals::of(&engine.stats());
     summary.log_bytes_measured = intervals.iter().map(|i| i.log_bytes).sum();
     summary.print(&config);
+    if let Some(settler) = &settler {
+        settler.print();
+    }
 
     let shutdown_started = Instant::now();
     engine.shutdown();
@@ -122,7 +126,14 @@ fn main() {
 
 /// The measured part: producers send for `duration`, the reporter prints
 /// a line a second, then everything drains.
-fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>) {
+fn measure(
+    engine: &Engine,
+    config: &Config,
+) -> (
+    Summary,
+    Vec<report::Interval>,
+    Option<settler::SettlerResult>,
+) {
     // The async mode's tasks must own what they use ('static): the run's
     // configuration and the producers' slots live for the process (one
     // run, a few MB).
@@ -169,6 +180,10 @@ fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>)
             })
             .collect();
 
+        let settler = (config.settle_every_ms > 0.0 || config.batch_every_ms > 0.0).then(|| {
+            let client = engine.client();
+            scope.spawn(move || settler::run(client, config, start, duration))
+        });
         let mut reporter = Reporter::new(slots, engine, start);
         let mut tick = 1u64;
         loop {
@@ -227,6 +242,7 @@ fn measure(engine: &Engine, config: &Config) -> (Summary, Vec<report::Interval>)
             totals.received_total()
         );
         let summary = Summary::build(&reporter, totals, drain_s, timed_out, cpu_s);
-        (summary, reporter.intervals)
+        let settler = settler.map(|h| h.join().expect("settler thread panicked"));
+        (summary, reporter.intervals, settler)
     })
 }

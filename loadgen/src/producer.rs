@@ -342,6 +342,8 @@ struct Producer<'a> {
     book: Book,
     /// Whether the mix sends refunds (and so needs `book.refundable`).
     refunds_in_mix: bool,
+    /// Merchants to name (ids 1..=merchants); 0: none.
+    merchants: u64,
     counts: Counts,
     latencies: Histogram<u64>,
     sent: u64,
@@ -369,6 +371,7 @@ impl<'a> Producer<'a> {
             in_flight: InFlight::new(config.in_flight),
             book: Book::default(),
             refunds_in_mix: config.mix.share(OpKind::Refund) > 0.0,
+            merchants: config.merchants,
             counts: Counts::default(),
             latencies: new_histogram(),
             sent: 0,
@@ -523,6 +526,7 @@ impl<'a> Producer<'a> {
         };
         match kind {
             OpKind::Debit => self.new_money_request(pending, OpKind::Debit),
+            OpKind::QueueDebit => self.new_money_request(pending, OpKind::QueueDebit),
             OpKind::Authorize => self.new_money_request(pending, OpKind::Authorize),
             OpKind::Capture | OpKind::Void => {
                 let Some(index) = self.book.random_hold(&mut self.rng) else {
@@ -632,19 +636,26 @@ impl<'a> Producer<'a> {
         pending.kind = kind;
         pending.account = index;
         pending.amount = amount_minor;
+        let merchant = (self.merchants > 0).then(|| 1 + self.rng.below(self.merchants));
         let request = match kind {
             OpKind::Debit => Request::Debit {
                 id,
                 account,
                 amount,
-                merchant: None,
+                merchant,
+            },
+            OpKind::QueueDebit => Request::QueueDebit {
+                id,
+                account,
+                amount,
+                merchant,
             },
             OpKind::Authorize => Request::Authorize {
                 id,
                 account,
                 amount,
                 expires_in_ms: None,
-                merchant: None,
+                merchant,
             },
             _ => unreachable!("only debit and authorize create money requests"),
         };

@@ -61,6 +61,9 @@ pub fn has_limits(index: u64, fraction: f64, seed: u64) -> bool {
 
 /// Opens and funds every account; returns what it took.
 pub fn fund(engine: &Engine, config: &Config) -> SetupReport {
+    if config.merchants > 0 {
+        open_merchants(engine, config.merchants);
+    }
     let threads = config.producers.min(config.accounts as usize).max(1) as u64;
     let chunk = config.accounts.div_ceil(threads);
     let started = Instant::now();
@@ -194,6 +197,34 @@ impl Pipeline<'_> {
         self.result
     }
 }
+
+/// Merchants 1..=n, USD, 100 bps: broadcasts, one client, in batches.
+fn open_merchants(engine: &Engine, n: u64) {
+    let mut client = engine.client();
+    let ids: Vec<u64> = (1..=n).collect();
+    for chunk in ids.chunks(1024) {
+        let opens: Vec<Request> = chunk
+            .iter()
+            .map(|&merchant| Request::OpenMerchant {
+                merchant,
+                currency: Some(Currency::USD),
+                fee_bps: Some(MERCHANT_FEE_BPS),
+            })
+            .collect();
+        for (merchant, outcome) in chunk.iter().zip(client.submit_batch(&opens)) {
+            if outcome.code != Code::Ok {
+                eprintln!(
+                    "loadgen: setup: open_merchant {merchant}: {}",
+                    outcome.code.name()
+                );
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// The fee rate of the merchants `--merchants` opens.
+pub const MERCHANT_FEE_BPS: u16 = 100;
 
 fn fund_range(
     client: debitcore::Client,

@@ -20,10 +20,12 @@ pub enum OpKind {
     Increment,
     Void,
     Refund,
+    /// `queue_debit`: applied at the next `run_batch` (--batch-every-ms).
+    QueueDebit,
 }
 
 impl OpKind {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [OpKind; OpKind::COUNT] = [
         OpKind::Debit,
         OpKind::Authorize,
@@ -32,6 +34,7 @@ impl OpKind {
         OpKind::Increment,
         OpKind::Void,
         OpKind::Refund,
+        OpKind::QueueDebit,
     ];
 
     /// The spelling used by `--mix` and in the report.
@@ -44,6 +47,7 @@ impl OpKind {
             OpKind::Increment => "increment",
             OpKind::Void => "void",
             OpKind::Refund => "refund",
+            OpKind::QueueDebit => "queue_debit",
         }
     }
 

@@ -126,10 +126,8 @@ fn route(method: Method, op: OpRoute) -> MethodRouter<AppState> {
 }
 
 /// Every route. Issue 12's operations still to come will slot in beside
-/// these (see README.md, "Routes"): `POST
-/// /merchants/{merchant}/settlements`, `POST
-/// /accounts/{account}/queued-debits`, `POST /batches`, `POST
-/// /accounts/{account}/close`, `GET /accounts/{account}/history`.
+/// these (see README.md, "Routes"): `POST /accounts/{account}/close`, `GET
+/// /accounts/{account}/history`.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/accounts", route(Method::POST, unkeyed(Op::OpenAccount)))
@@ -186,6 +184,15 @@ pub fn router(state: AppState) -> Router {
             "/merchants/{merchant}",
             route(Method::GET, query(Op::Merchant)),
         )
+        .route(
+            "/merchants/{merchant}/settlements",
+            route(Method::POST, keyed(Op::Settle)),
+        )
+        .route(
+            "/accounts/{account}/queued-debits",
+            route(Method::POST, keyed(Op::QueueDebit)),
+        )
+        .route("/batches", route(Method::POST, unkeyed(Op::RunBatch)))
         .route(
             "/clock/advance",
             route(Method::POST, unkeyed(Op::AdvanceClock)),
@@ -351,7 +358,7 @@ async fn submit(backend: &Backend, request: debitcore::Request) -> Answered {
 fn outcome_response(outcome: &Outcome) -> Answered {
     let code = outcome.code;
     let status = status::http_status(code);
-    let body = if code.is_effective() {
+    let body = if code.is_effective() || code == Code::Queued {
         ok_body(outcome)
     } else {
         error_body(code.name(), status::message(code))
@@ -416,6 +423,38 @@ fn ok_body(outcome: &Outcome) -> String {
                 body.push_str("\":\"");
                 body.push_str(&debitcore::money::format_minor_wide(value, e));
                 body.push('"');
+            }
+        }
+        Info::Settlement(s) => {
+            let e = s.currency.exponent();
+            body.push_str(",\"batch\":");
+            body.push_str(&s.batch.to_string());
+            body.push_str(",\"count\":");
+            body.push_str(&s.count.to_string());
+            for (name, value) in [
+                ("gross", s.gross),
+                ("refunded", s.refunded),
+                ("fee", s.fee),
+                ("net", s.net),
+            ] {
+                body.push_str(",\"");
+                body.push_str(name);
+                body.push_str("\":\"");
+                body.push_str(&debitcore::money::format_minor_wide(value, e));
+                body.push('"');
+            }
+        }
+        Info::Batch(b) => {
+            for (name, value) in [
+                ("applied", b.applied),
+                ("ok", b.ok),
+                ("held", b.held),
+                ("rejected", b.rejected),
+            ] {
+                body.push_str(",\"");
+                body.push_str(name);
+                body.push_str("\":");
+                body.push_str(&value.to_string());
             }
         }
         Info::Status { op, status } => {

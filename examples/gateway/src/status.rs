@@ -10,8 +10,8 @@ use debitcore::Code;
 
 /// The HTTP status of an engine outcome.
 ///
-/// The classes: 2xx took effect (`held_for_review` is 202: accepted, not
-/// yet decided); 402 the payment was declined by funds, limits or risk;
+/// The classes: 2xx took effect (`held_for_review` and `queued` are 202:
+/// accepted, not yet decided); 402 the payment was declined by funds, limits or risk;
 /// 404 the named account, hold or transaction does not exist; 409 the
 /// state of the account or hold forbids the request now; 422 the request's
 /// values cannot be taken (a key reused for a different request is 422, as
@@ -20,7 +20,7 @@ use debitcore::Code;
 pub fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
-        Code::HeldForReview => StatusCode::ACCEPTED,
+        Code::HeldForReview | Code::Queued => StatusCode::ACCEPTED,
         Code::InsufficientFunds | Code::LimitExceeded | Code::RiskRejected => {
             StatusCode::PAYMENT_REQUIRED
         }
@@ -33,6 +33,7 @@ pub fn http_status(code: Code) -> StatusCode {
         | Code::AuthExpired
         | Code::AuthNotActive
         | Code::CaptureStarted
+        | Code::NothingToSettle
         | Code::ClockNotManual => StatusCode::CONFLICT,
         Code::UnsupportedCurrency
         | Code::InvalidAmount
@@ -80,6 +81,10 @@ pub fn message(code: Code) -> &'static str {
         Code::MerchantExists => "a merchant with this id already exists",
         Code::UnknownMerchant => "no merchant with this id",
         Code::CurrencyMismatch => "the merchant's currency is not the account's",
+        Code::Queued => "the debit waits for the next batch run",
+        Code::NothingToSettle => {
+            "the merchant's batch has no clearing and no charge-back: settle later with a new key"
+        }
     }
 }
 
@@ -150,15 +155,16 @@ impl GatewayError {
 mod tests {
     use super::*;
 
-    /// Every status a rejection uses is a 4xx or 5xx, and only `ok` and
-    /// `held_for_review` (the codes that took effect) are 2xx.
+    /// Every status a rejection uses is a 4xx or 5xx, and only `ok`,
+    /// `held_for_review` (the codes that took effect) and `queued` (taken,
+    /// to take effect at the next batch) are 2xx.
     #[test]
     fn success_statuses_are_exactly_the_effective_codes() {
         for code in Code::ALL {
             let status = http_status(code);
             assert_eq!(
                 status.is_success(),
-                code.is_effective(),
+                code.is_effective() || code == Code::Queued,
                 "{} is {status}",
                 code.name()
             );

@@ -227,6 +227,54 @@ fn merchants_are_paid_and_charged_back_over_http() {
     );
 }
 
+/// Settlement and batch debits over HTTP: a settle keyed by its merchant,
+/// its replay, an empty batch, queued debits and the run that applies them.
+#[test]
+fn merchants_settle_and_batches_run_over_http() {
+    let gateway = Gateway::start(&["--shards", "2"]);
+    gateway.funded(1, "USD", "100");
+    gateway.funded(2, "USD", "100");
+    #[rustfmt::skip]
+    let steps = [
+        step("POST", "/merchants", None, r#"{"merchant":9,"currency":"USD","fee_bps":250}"#, 200, "ok"),
+        step("POST", "/merchants/9/settlements", Some(1), "", 409, "nothing_to_settle"),
+        step("POST", "/accounts/1/debits", Some(2), r#"{"amount":"10.01","merchant":9}"#, 200, "ok"),
+        step("POST", "/accounts/2/queued-debits", Some(2), r#"{"amount":"20","merchant":9}"#, 202, "queued"),
+        step("POST", "/accounts/2/queued-debits", Some(3), r#"{"amount":"500"}"#, 202, "queued"),
+        step("POST", "/accounts/2/queued-debits", Some(4), r#"{"amount":"1","merchant":8}"#, 404, "unknown_merchant"),
+        step("POST", "/accounts/2/queued-debits", None, r#"{"amount":"1"}"#, 400, "missing_idempotency_key"),
+        step("POST", "/merchants/8/settlements", Some(1), "", 404, "unknown_merchant"),
+        step("POST", "/merchants/9/settlements", None, "", 400, "missing_idempotency_key"),
+    ];
+    for step in &steps {
+        check(&gateway, step);
+    }
+    let batch = gateway.call("POST", "/batches", None, "");
+    assert_eq!(batch.status, 200, "{}", batch.text);
+    let want = serde_json::json!({"result": "ok", "applied": 2, "ok": 1, "held": 0, "rejected": 1});
+    assert_eq!(batch.body, want, "{}", batch.text);
+    let settled = post(&gateway, "/merchants/9/settlements", 2, "", (200, "ok"));
+    let want = serde_json::json!({
+        "result": "ok", "batch": 1, "count": 2, "gross": "30.01",
+        "refunded": "0.00", "fee": "0.75", "net": "29.26",
+    });
+    assert_eq!(settled.body, want, "{}", settled.text);
+    // A settle key always replays: same status, same figures.
+    let again = gateway.call("POST", "/merchants/9/settlements", Some(2), "");
+    assert!(again.replayed, "{again:?}");
+    assert_eq!((again.status, &again.body), (200, &want), "{}", again.text);
+    let empty = gateway.call("POST", "/merchants/9/settlements", Some(1), "");
+    assert!(empty.replayed && empty.status == 409, "{empty:?}");
+    let queued = gateway.call(
+        "POST",
+        "/accounts/2/queued-debits",
+        Some(2),
+        r#"{"amount":"20","merchant":9}"#,
+    );
+    assert!(queued.replayed && queued.status == 202, "{queued:?}");
+    assert_balance(&gateway, 2, ["80.00", "0.00", "80.00"], "a batch run");
+}
+
 #[test]
 fn advance_clock_needs_the_manual_clock() {
     let gateway = Gateway::start(&["--shards", "1"]);
