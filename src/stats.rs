@@ -162,6 +162,15 @@ pub struct ShardStats {
     pub account_bytes: usize,
     /// Bytes of the key table.
     pub key_bytes: usize,
+    /// Merchants known (every shard knows all of them).
+    pub merchants: usize,
+    /// Bytes of this shard's merchant table and its index.
+    pub merchant_bytes: usize,
+    /// Debits waiting for the next `run_batch`.
+    pub queued_debits: usize,
+    /// Bytes of the queue of waiting debits and its per-account counts
+    /// (their keys are in `key_bytes`).
+    pub queued_bytes: usize,
     /// Batches waiting in the shard's queue when the reading was taken
     /// (read live; a batch holds up to a client's batch size of requests).
     pub queued_batches: usize,

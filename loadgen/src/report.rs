@@ -539,6 +539,12 @@ pub struct EngineTotals {
     pub key_bytes: usize,
     pub log_bytes: u64,
     pub log_syncs: u64,
+    /// Merchants (every shard has each), and the bytes of all shards'
+    /// merchant tables.
+    pub merchants: usize,
+    pub merchant_bytes: usize,
+    pub queued_debits: usize,
+    pub queued_bytes: usize,
 }
 
 impl EngineTotals {
@@ -552,6 +558,10 @@ impl EngineTotals {
             t.key_bytes += s.key_bytes;
             t.log_bytes += s.log_bytes;
             t.log_syncs += s.log_syncs;
+            t.merchants = t.merchants.max(s.merchants);
+            t.merchant_bytes += s.merchant_bytes;
+            t.queued_debits += s.queued_debits;
+            t.queued_bytes += s.queued_bytes;
         }
         t
     }
@@ -815,6 +825,20 @@ impl Summary {
             e.account_bytes as f64 / 1048576.0,
             e.key_bytes as f64 / 1048576.0,
         );
+        if e.merchants > 0 {
+            println!(
+                "  merchants   {} merchants: {:.0} bytes each over all shards' tables",
+                thousands(e.merchants as u64),
+                e.merchant_bytes as f64 / e.merchants as f64,
+            );
+        }
+        if e.queued_debits > 0 {
+            println!(
+                "  queued      {} debits waiting for a batch: {:.1} bytes each beside their keys",
+                thousands(e.queued_debits as u64),
+                e.queued_bytes as f64 / e.queued_debits as f64,
+            );
+        }
         let rounds = &self.timings.rounds;
         let syncs = &self.timings.syncs;
         println!(

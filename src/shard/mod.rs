@@ -223,6 +223,13 @@ impl Shard {
             timers: self.timers.len(),
             account_bytes: self.accounts.capacity() * std::mem::size_of::<Account>() + index_bytes,
             key_bytes: self.keys.bytes(),
+            merchants: self.merchants.len(),
+            merchant_bytes: self.merchants.capacity() * std::mem::size_of::<Merchant>()
+                + self.merchant_index.bytes(),
+            queued_debits: self.queued.len(),
+            queued_bytes: self.queued.capacity() * std::mem::size_of::<QueuedDebit>()
+                // A std map's entry and its control byte.
+                + self.queued_per_slot.capacity() * (std::mem::size_of::<(u32, u32)>() + 1),
             ..ShardStats::default()
         }
     }
