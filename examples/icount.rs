@@ -85,6 +85,7 @@ fn setup_requests(rng: &mut Rng) -> (Vec<u64>, Vec<Request>) {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         });
         requests.push(Request::Deposit {
             id: rng.next(),

@@ -18,9 +18,9 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::limits::{ADVANCE_CLOCK_MS_MAX, EXPIRES_IN_MS_MAX, VELOCITY_MAX_MAX};
-use crate::money::{format_minor_wide, AmountArg, Currency};
-use crate::outcome::{Info, Outcome};
+use crate::limits::{ADVANCE_CLOCK_MS_MAX, EXPIRES_IN_MS_MAX, HISTORY_LIMIT_MAX, VELOCITY_MAX_MAX};
+use crate::money::{format_minor, format_minor_wide, AmountArg, Currency};
+use crate::outcome::{HistoryPage, Info, Outcome};
 use crate::request::{LimitsArg, Request, VelocityArg};
 use crate::shard::FEE_BPS_MAX;
 
@@ -95,8 +95,45 @@ pub fn write_outcome(out: &mut String, line: u64, outcome: &Outcome) {
                 out.push('"');
             }
         }
+        Info::History(page) => write_entries(out, page),
     }
     out.push('}');
+}
+
+/// `, "entries": [...]`: a statement page, each entry's fields in the
+/// order `seq`, `id`, `op`, `result`, `time`, then `amount` and `balance`
+/// (decimal strings) and `merchant` where the entry has them.
+fn write_entries(out: &mut String, page: &HistoryPage) {
+    let e = page.currency.exponent();
+    out.push_str(", \"entries\": [");
+    for (i, entry) in page.entries.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str("{\"seq\": ");
+        push_u64(out, entry.seq);
+        out.push_str(", \"id\": ");
+        push_u64(out, entry.id);
+        out.push_str(", \"op\": \"");
+        out.push_str(entry.op.name());
+        out.push_str("\", \"result\": \"");
+        out.push_str(entry.result.name());
+        out.push_str("\", \"time\": ");
+        push_u64(out, entry.time);
+        if let Some(moved) = entry.moved {
+            out.push_str(", \"amount\": \"");
+            out.push_str(&format_minor(moved.amount, e));
+            out.push_str("\", \"balance\": \"");
+            out.push_str(&format_minor(moved.balance, e));
+            out.push('"');
+        }
+        if let Some(merchant) = entry.merchant {
+            out.push_str(", \"merchant\": ");
+            push_u64(out, merchant);
+        }
+        out.push('}');
+    }
+    out.push(']');
 }
 
 /// Appends `{"line": N, "result": "malformed", "error": "<escaped text>"}` to `out`.
@@ -181,7 +218,7 @@ impl fmt::Display for Quoted<'_> {
 // The fields of a request line, as read
 
 /// Every field any op names, in one table indexed by the `F_*` constants.
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 20] = [
     "op",
     "account",
     "id",
@@ -199,6 +236,9 @@ const FIELDS: [&str; 17] = [
     "ms",
     "merchant",
     "fee_bps",
+    "history",
+    "limit",
+    "before",
 ];
 const F_OP: usize = 0;
 const F_ACCOUNT: usize = 1;
@@ -217,6 +257,9 @@ const F_VELOCITY: usize = 13;
 const F_MS: usize = 14;
 const F_MERCHANT: usize = 15;
 const F_FEE_BPS: usize = 16;
+const F_HISTORY: usize = 17;
+const F_LIMIT: usize = 18;
+const F_BEFORE: usize = 19;
 
 /// The fields of `velocity`.
 const VELOCITY_FIELDS: [&str; 3] = ["max", "window_ms", "below"];
@@ -298,6 +341,9 @@ const REQUEST_NAMES: Names = Names {
             "ms" => F_MS,
             "merchant" => F_MERCHANT,
             "fee_bps" => F_FEE_BPS,
+            "history" => F_HISTORY,
+            "limit" => F_LIMIT,
+            "before" => F_BEFORE,
             _ => return None,
         })
     },
@@ -704,6 +750,7 @@ impl Fields<'_> {
                 account: self.id(F_ACCOUNT)?,
                 currency: Currency::parse(string(self.get(F_CURRENCY), "currency")?),
                 overdraft: self.opt_amount(F_OVERDRAFT)?,
+                history: opt_bool(self.get(F_HISTORY), "history")?.unwrap_or(false),
             },
             "deposit" => Request::Deposit {
                 id: self.id(F_ID)?,
@@ -791,6 +838,20 @@ impl Fields<'_> {
             "merchant" => Request::Merchant {
                 merchant: self.id(F_MERCHANT)?,
             },
+            "close_account" => Request::CloseAccount {
+                account: self.id(F_ACCOUNT)?,
+            },
+            "history" => Request::History {
+                account: self.id(F_ACCOUNT)?,
+                limit: opt_integer(
+                    self.get(F_LIMIT),
+                    FIELDS[F_LIMIT],
+                    1,
+                    u64::from(HISTORY_LIMIT_MAX),
+                )?
+                .map(|limit| u16::try_from(limit).expect("at most HISTORY_LIMIT_MAX")),
+                before: opt_integer(self.get(F_BEFORE), FIELDS[F_BEFORE], 1, u64::MAX)?,
+            },
             other => return Err(format!("unknown op {}", Quoted(other))),
         };
         Ok(request)
@@ -870,6 +931,7 @@ mod tests {
                     account: 7,
                     currency: Some(Currency::USD),
                     overdraft: Some(amt("10")),
+                    history: false,
                 }),
             ),
             (
@@ -878,6 +940,7 @@ mod tests {
                     account: 8,
                     currency: Some(Currency::JPY),
                     overdraft: None,
+                    history: false,
                 }),
             ),
             (
@@ -1232,6 +1295,7 @@ mod tests {
                     account: 1,
                     currency: Some(Currency::EUR),
                     overdraft: None,
+                    history: false,
                 }),
             ),
             (
@@ -1489,6 +1553,7 @@ mod tests {
                     account: 1,
                     currency: None,
                     overdraft: Some(amt("x")),
+                    history: false,
                 }),
             ),
             (
@@ -1497,6 +1562,7 @@ mod tests {
                     account: 1,
                     currency: None,
                     overdraft: None,
+                    history: false,
                 }),
             ),
             (
@@ -1505,6 +1571,7 @@ mod tests {
                     account: 1,
                     currency: None,
                     overdraft: None,
+                    history: false,
                 }),
             ),
             (
@@ -1513,6 +1580,7 @@ mod tests {
                     account: 1,
                     currency: Some(Currency::KWD),
                     overdraft: Some(amt("0")),
+                    history: false,
                 }),
             ),
         ];

@@ -51,6 +51,7 @@ fn setup(engine: &Engine) {
         account: 1,
         currency: Some(Currency::USD),
         overdraft: None,
+        history: false,
     };
     assert_eq!(c.submit(open).code, Code::Ok);
     let deposit = Request::Deposit {
@@ -244,6 +245,7 @@ fn a_full_disk_refuses_requests_and_loses_nothing() {
         account: 1,
         currency: Some(Currency::USD),
         overdraft: None,
+        history: false,
     };
     let mut c = engine.client();
     assert_eq!(c.submit(open.clone()).code, Code::StorageUnavailable);
@@ -406,6 +408,7 @@ fn stats_count_requests_rounds_and_timed_syncs() {
         account: 1,
         currency: Some(Currency::USD),
         overdraft: None,
+        history: false,
     });
     client.submit(Request::Deposit {
         id: 1,
@@ -535,6 +538,7 @@ fn merchants_and_clearings_survive_a_reopen() {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         });
         c.submit(Request::Deposit {
             id: 1,

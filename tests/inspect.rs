@@ -640,6 +640,7 @@ fn snapshots_and_several_segments_are_verified() {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         });
     }
     for id in 1..=1500u64 {

@@ -218,6 +218,7 @@ fn fund_range(
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         };
         pipeline.send(0, open);
         let fund = Request::Deposit {

@@ -13,6 +13,12 @@ impl Shard {
                     i128::from(a.balance) - i128::from(a.held) >= -i128::from(self.overdraft(a)),
                     "account {account}: available below the overdraft floor"
                 );
+                assert!(
+                    a.flags & CLOSED == 0 || (a.balance == 0 && a.held == 0),
+                    "closed account {account}: balance {} held {}",
+                    a.balance,
+                    a.held
+                );
             }
         }
     }
@@ -68,6 +74,8 @@ impl Shard {
                 "money not conserved: balances {balances}, ledger {expected}"
             ));
         }
-        self.check_refundable()
+        self.check_refundable()?;
+        self.check_closed()?;
+        self.check_histories()
     }
 }

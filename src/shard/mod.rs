@@ -25,6 +25,8 @@
 //! | `limits.rs` | per-transaction and daily limits, risk routing (review, velocity, a custom policy), `set_limits` |
 //! | `holds.rs` | holds: authorize, capture, increment, void, expiry |
 //! | `refunds.rs` | refunds and what an original moved |
+//! | `closing.rs` | `close_account`, what a closed account still answers |
+//! | `history.rs` | statements of accounts opened with history, the `history` query |
 //! | `invariants.rs` | the checks below |
 //! | `snapshot.rs` | the snapshot format of every table |
 //!
@@ -33,7 +35,9 @@
 //! - every account: `held` = sum of what is left of its active holds;
 //! - money: sum of balances = ok deposits - ok debits - ok captures + ok refunds;
 //! - refunds of an ok debit or capture add up to at most what it moved, which
-//!   its key record holds (a debit's amount) or `capture_amounts` beside it.
+//!   its key record holds (a debit's amount) or `capture_amounts` beside it;
+//! - a closed account has balance 0, held 0 and no active hold;
+//! - exactly the accounts with the history flag have a statement.
 
 use crate::hash::WordMap;
 use crate::hugemem::prefetch;
@@ -48,7 +52,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 mod accounts;
+mod closing;
 mod debits;
+mod history;
 mod holds;
 mod invariants;
 mod keys;
@@ -59,8 +65,10 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
+use crate::outcome::Moved;
 use crate::request::MerchantId;
-use accounts::{Account, AccountExt, EXT_NONE};
+use accounts::{Account, AccountExt, CLOSED, EXT_NONE, HISTORY};
+use history::History;
 use holds::{Hold, HoldState};
 use keys::{fingerprint, optional_fingerprint, Fields, Forgetting};
 use merchants::Merchant;
@@ -113,6 +121,11 @@ pub struct Shard {
     /// key (slot, id), for a refund's charge-back. Kept exactly as long as
     /// that key.
     cleared_to: WordMap<(u32, TxnId), MerchantId>,
+    /// The statement of every account opened with history, by slot; no
+    /// other account has one.
+    histories: WordMap<u32, History>,
+    /// Entries kept over all statements.
+    history_entries: usize,
     /// Hold expiries, earliest first; an entry whose hold moved its expiry
     /// (increment) or ended is stale and skipped when it comes up.
     timers: BinaryHeap<Reverse<(u64, u32, TxnId)>>,
@@ -153,6 +166,7 @@ impl Shard {
                 ext: EXT_NONE,
                 currency: Currency::USD,
                 frozen: false,
+                flags: 0,
             }],
             index: AccountIndex::new(),
             slot_hint: 0,
@@ -163,6 +177,8 @@ impl Shard {
             capture_amounts: WordMap::default(),
             merchants: WordMap::default(),
             cleared_to: WordMap::default(),
+            histories: WordMap::default(),
+            history_entries: 0,
             timers: BinaryHeap::new(),
             now_ms,
             today: now_ms / DAY_MS,
@@ -205,6 +221,9 @@ impl Shard {
             timers: self.timers.len(),
             account_bytes: self.accounts.capacity() * std::mem::size_of::<Account>() + index_bytes,
             key_bytes: self.keys.bytes(),
+            history_accounts: self.histories.len(),
+            history_entries: self.history_entries,
+            history_bytes: self.history_bytes(),
             ..ShardStats::default()
         }
     }
@@ -333,12 +352,29 @@ impl Shard {
 
     /// Applies one request at the current engine time.
     pub fn apply(&mut self, request: &Request) -> Outcome {
-        let outcome = match *request {
+        if cfg!(debug_assertions) {
+            let outcome = self.dispatch(request);
+            if let Some(account) = request.account() {
+                self.debug_check_account(account);
+            }
+            return outcome;
+        }
+        self.dispatch(request)
+    }
+
+    /// `apply`'s dispatch of a request to its rule. Its `match` is the
+    /// value returned, so that every arm builds its outcome where the
+    /// caller wants it (a local that `apply` returned instead made them
+    /// all build it on the stack, and copy it: +3% on a plain debit).
+    #[inline(always)]
+    fn dispatch(&mut self, request: &Request) -> Outcome {
+        match *request {
             Request::OpenAccount {
                 account,
                 currency,
                 overdraft,
-            } => Outcome::new(self.open_account(account, currency, overdraft)),
+                history,
+            } => Outcome::new(self.open_account(account, currency, overdraft, history)),
             Request::Deposit {
                 id,
                 account,
@@ -348,6 +384,7 @@ impl Shard {
                 id,
                 Op::Deposit,
                 Fields::Amount(amount),
+                None,
                 |s, slot| s.deposit(slot, amount),
             ),
             Request::Debit {
@@ -355,9 +392,14 @@ impl Shard {
                 account,
                 amount,
                 merchant: None,
-            } => self.keyed(account, id, Op::Debit, Fields::Amount(amount), |s, slot| {
-                s.debit(slot, id, amount, None)
-            }),
+            } => self.keyed(
+                account,
+                id,
+                Op::Debit,
+                Fields::Amount(amount),
+                None,
+                |s, slot| s.debit(slot, id, amount, None),
+            ),
             Request::Debit {
                 id,
                 account,
@@ -373,6 +415,7 @@ impl Shard {
                     id,
                     Op::Debit,
                     Fields::Hashed(fp),
+                    Some(merchant),
                     |s, slot| match s.merchant_allows(slot, Some(merchant)) {
                         Code::Ok => s.debit(slot, id, amount, Some(merchant)),
                         refused => (refused, 0),
@@ -400,6 +443,7 @@ impl Shard {
                     id,
                     Op::Authorize,
                     Fields::Hashed(fp),
+                    merchant,
                     |s, slot| match s.merchant_allows(slot, merchant) {
                         Code::Ok => s.authorize(slot, id, amount, expires_in_ms, merchant),
                         refused => (refused, 0),
@@ -415,9 +459,14 @@ impl Shard {
             } => {
                 let expires = expires_in_ms.unwrap_or(u64::MAX);
                 let fp = fingerprint(Op::Increment, &[auth, amount.fingerprint(), expires]);
-                self.keyed(account, id, Op::Increment, Fields::Hashed(fp), |s, slot| {
-                    s.increment(slot, auth, amount, expires_in_ms)
-                })
+                self.keyed(
+                    account,
+                    id,
+                    Op::Increment,
+                    Fields::Hashed(fp),
+                    None,
+                    |s, slot| s.increment(slot, auth, amount, expires_in_ms),
+                )
             }
             Request::Capture {
                 id,
@@ -430,15 +479,25 @@ impl Shard {
                     Op::Capture,
                     &[auth, optional_fingerprint(amount), u64::from(is_final)],
                 );
-                self.keyed(account, id, Op::Capture, Fields::Hashed(fp), |s, slot| {
-                    s.capture(slot, id, auth, amount, is_final)
-                })
+                self.keyed(
+                    account,
+                    id,
+                    Op::Capture,
+                    Fields::Hashed(fp),
+                    None,
+                    |s, slot| s.capture(slot, id, auth, amount, is_final),
+                )
             }
             Request::Void { id, account, auth } => {
                 let fp = fingerprint(Op::Void, &[auth]);
-                self.keyed(account, id, Op::Void, Fields::Hashed(fp), |s, slot| {
-                    s.void(slot, auth)
-                })
+                self.keyed(
+                    account,
+                    id,
+                    Op::Void,
+                    Fields::Hashed(fp),
+                    None,
+                    |s, slot| s.void(slot, auth),
+                )
             }
             Request::Refund {
                 id,
@@ -447,14 +506,20 @@ impl Shard {
                 amount,
             } => {
                 let fp = fingerprint(Op::Refund, &[of, optional_fingerprint(amount)]);
-                self.keyed(account, id, Op::Refund, Fields::Hashed(fp), |s, slot| {
-                    s.refund(slot, of, amount)
-                })
+                self.keyed(
+                    account,
+                    id,
+                    Op::Refund,
+                    Fields::Hashed(fp),
+                    None,
+                    |s, slot| s.refund(slot, of, amount),
+                )
             }
             Request::SetLimits {
                 account,
                 ref limits,
             } => match self.slot_of(account) {
+                Some(slot) if self.is_closed(slot) => Outcome::new(Code::AccountClosed),
                 Some(slot) => Outcome::new(self.set_limits(slot, limits)),
                 None => Outcome::new(Code::UnknownAccount),
             },
@@ -503,11 +568,13 @@ impl Shard {
                 Outcome::new(self.open_merchant(merchant, currency, fee_bps))
             }
             Request::Merchant { merchant } => self.merchant_figures(merchant),
-        };
-        if let Some(account) = request.account() {
-            self.debug_check_account(account);
+            Request::CloseAccount { account } => Outcome::new(self.close_account(account)),
+            Request::History {
+                account,
+                limit,
+                before,
+            } => self.history(account, limit, before),
         }
-        outcome
     }
 
     #[inline]

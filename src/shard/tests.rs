@@ -16,6 +16,7 @@ fn shard_with_window(dedup_window_ms: u64) -> Shard {
         account: 1,
         currency: Some(Currency::USD),
         overdraft: None,
+        history: false,
     });
     s.apply(&Request::Deposit {
         id: 1,
@@ -220,6 +221,7 @@ fn snapshots_round_trip_every_table() {
             account: 9,
             currency: Some(Currency::JPY),
             overdraft: Some(amount("7")),
+            history: false,
         },
         Request::Freeze { account: 9 },
         Request::Capture {
@@ -373,6 +375,7 @@ fn apply_each_confirms_the_prefetched_slot() {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         });
         s.apply(&Request::Deposit {
             id: 1,
@@ -540,6 +543,7 @@ fn amounts_compare_at_the_accounts_exponent() {
             account,
             currency: Some(currency),
             overdraft: None,
+            history: false,
         });
     }
     let deposit = |account, text| Request::Deposit {
@@ -878,4 +882,256 @@ fn reserved_keys_fit_within_the_memory_budget() {
     }
     assert_eq!(s.stats().keys, keys);
     assert_eq!(s.stats().key_bytes, sized, "no growth, no spare");
+}
+
+// ---------------------------------------------------------------------------
+// Closing accounts and statements.
+
+/// Account 2 (USD, with history) with 100 in it, beside `shard()`'s account 1.
+fn shard_with_history(dedup_window_ms: u64) -> Shard {
+    let mut s = shard_with_window(dedup_window_ms);
+    s.apply(&Request::OpenAccount {
+        account: 2,
+        currency: Some(Currency::USD),
+        overdraft: None,
+        history: true,
+    });
+    assert_eq!(
+        code(
+            &mut s,
+            Request::Deposit {
+                id: 1,
+                account: 2,
+                amount: amount("100"),
+            }
+        ),
+        Code::Ok
+    );
+    s
+}
+
+fn page(
+    s: &Shard,
+    account: AccountId,
+    limit: Option<u16>,
+    before: Option<u64>,
+) -> Vec<HistoryEntry> {
+    match s.history(account, limit, before).info {
+        Info::History(page) => page.entries,
+        other => panic!("history answered {other:?}"),
+    }
+}
+
+use crate::outcome::HistoryEntry;
+
+#[test]
+fn entries_are_forgotten_with_their_keys_and_seq_goes_on() {
+    let mut s = shard_with_history(10_000);
+    s.advance_to(10_000);
+    let debit2 = Request::Debit {
+        id: 2,
+        account: 2,
+        amount: amount("1"),
+        merchant: None,
+    };
+    assert_eq!(code(&mut s, debit2.clone()), Code::Ok);
+    assert_eq!(page(&s, 2, None, None).len(), 2);
+    // Generation 2: the deposit's key (generation 0) goes, and its entry.
+    s.advance_to(20_000);
+    s.check_invariants().unwrap();
+    let kept = page(&s, 2, None, None);
+    assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
+    assert!(s.apply(&debit2).replayed, "the debit's key is still kept");
+    // A new entry numbers on from the last one, whatever was forgotten.
+    assert_eq!(code(&mut s, debit(3, "1")), Code::Ok, "account 1's");
+    let debit3 = Request::Debit {
+        id: 3,
+        account: 2,
+        amount: amount("1"),
+        merchant: None,
+    };
+    assert_eq!(code(&mut s, debit3), Code::Ok);
+    let seqs: Vec<u64> = page(&s, 2, None, None).iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [3, 2]);
+    assert_eq!(page(&s, 2, Some(5), Some(3)).len(), 1);
+    assert_eq!(page(&s, 2, Some(5), Some(2)).len(), 0, "seq 1 is forgotten");
+    s.advance_to(40_000);
+    assert!(page(&s, 2, None, None).is_empty());
+    assert_eq!(s.stats().history_entries, 0);
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn the_batch_hook_gives_a_queued_entry_its_result() {
+    let mut s = shard_with_history(10_000);
+    let slot = s.slot_of(2).unwrap();
+    // What the keyed frame adds for a queue_debit naming merchant 7.
+    s.history_add(slot, 5, Op::QueueDebit, Code::Queued, None, Some(7));
+    s.history_add(slot, 6, Op::QueueDebit, Code::Queued, None, None);
+    s.history_update_queued(slot, 5, Code::Ok, 3000);
+    s.history_update_queued(slot, 6, Code::InsufficientFunds, 0);
+    s.history_update_queued(slot, 99, Code::Ok, 1);
+    let entries = page(&s, 2, None, None);
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0].result, Code::InsufficientFunds);
+    assert_eq!(entries[0].moved, None);
+    assert_eq!(
+        (entries[1].op, entries[1].result),
+        (Op::QueueDebit, Code::Ok)
+    );
+    assert_eq!(
+        entries[1].moved,
+        Some(Moved {
+            amount: 3000,
+            balance: 10_000
+        })
+    );
+    assert_eq!(entries[1].merchant, Some(7));
+}
+
+#[test]
+fn closing_and_statements_survive_a_snapshot() {
+    let mut s = shard_with_history(10_000);
+    let reqs = [
+        Request::Debit {
+            id: 2,
+            account: 2,
+            amount: amount("40"),
+            merchant: None,
+        },
+        Request::Authorize {
+            id: 3,
+            account: 2,
+            amount: amount("10"),
+            expires_in_ms: None,
+            merchant: None,
+        },
+        Request::Capture {
+            id: 4,
+            account: 2,
+            auth: 3,
+            amount: None,
+            is_final: true,
+        },
+        Request::Debit {
+            id: 5,
+            account: 2,
+            amount: amount("50"),
+            merchant: None,
+        },
+        Request::CloseAccount { account: 2 },
+        Request::Deposit {
+            id: 6,
+            account: 2,
+            amount: amount("1"),
+        },
+        Request::Debit {
+            id: 2,
+            account: 1,
+            amount: amount("100"),
+            merchant: None,
+        },
+        Request::CloseAccount { account: 1 },
+    ];
+    for r in &reqs {
+        s.apply(r);
+    }
+    s.check_invariants().unwrap();
+    assert!(s.is_closed(1) && s.is_closed(2));
+    let mut bytes = Vec::new();
+    s.encode_snapshot(&mut bytes);
+    let mut copy = Shard::decode_snapshot(&bytes, 10_000, None).expect("decodes");
+    copy.check_invariants().unwrap();
+    assert_eq!(page(&copy, 2, None, None), page(&s, 2, None, None));
+    assert_eq!(page(&copy, 2, None, None).len(), 6);
+    assert_eq!(copy.stats().history_entries, 6);
+    let mut again = Vec::new();
+    copy.encode_snapshot(&mut again);
+    assert_eq!(bytes, again);
+    for r in reqs.iter().chain(&[
+        Request::History {
+            account: 2,
+            limit: Some(2),
+            before: Some(5),
+        },
+        Request::Balance { account: 2 },
+        Request::Freeze { account: 1 },
+        Request::OpenAccount {
+            account: 2,
+            currency: Some(Currency::USD),
+            overdraft: None,
+            history: false,
+        },
+        Request::Deposit {
+            id: 7,
+            account: 2,
+            amount: amount("1"),
+        },
+        Request::History {
+            account: 2,
+            limit: None,
+            before: None,
+        },
+        Request::History {
+            account: 1,
+            limit: None,
+            before: None,
+        },
+    ]) {
+        assert_eq!(s.apply(r), copy.apply(r), "{r:?}");
+    }
+    for cut in [0, bytes.len() - 8, bytes.len() - 1] {
+        assert!(Shard::decode_snapshot(&bytes[..cut], 10_000, None).is_none());
+    }
+}
+
+#[test]
+fn a_version_3_snapshot_still_reads() {
+    // A shard with nothing closed and no statement writes, after the
+    // version 3 body, two empty tables: without them (and with the old
+    // version word) it is a version 3 body.
+    let s = shard();
+    let mut bytes = Vec::new();
+    s.encode_snapshot(&mut bytes);
+    assert_eq!(bytes[bytes.len() - 16..], [0; 16]);
+    bytes.truncate(bytes.len() - 16);
+    bytes[..8].copy_from_slice(&3u64.to_le_bytes());
+    let mut old = Shard::decode_snapshot(&bytes, 10_000, None).expect("a v3 body reads");
+    assert_eq!(
+        old.apply(&Request::Balance { account: 1 }),
+        s.clone_balance()
+    );
+    assert_eq!(
+        old.apply(&Request::History {
+            account: 1,
+            limit: None,
+            before: None
+        })
+        .code,
+        Code::NoHistory
+    );
+}
+
+impl Shard {
+    fn clone_balance(&self) -> Outcome {
+        let a = &self.accounts[1];
+        Outcome {
+            code: Code::Ok,
+            replayed: false,
+            info: Info::Balance {
+                currency: a.currency,
+                balance: a.balance,
+                held: a.held,
+            },
+        }
+    }
+}
+
+#[test]
+fn a_plain_account_pays_nothing_for_statements() {
+    assert_eq!(std::mem::size_of::<Account>(), 48);
+    let s = shard();
+    assert_eq!(s.stats().history_accounts, 0);
+    assert_eq!(s.stats().history_bytes, 0);
+    assert_eq!(s.accounts[1].flags, 0);
 }
