@@ -20,20 +20,25 @@ use debitcore::Code;
 pub fn http_status(code: Code) -> StatusCode {
     match code {
         Code::Ok => StatusCode::OK,
-        Code::HeldForReview => StatusCode::ACCEPTED,
+        Code::HeldForReview | Code::Queued => StatusCode::ACCEPTED,
         Code::InsufficientFunds | Code::LimitExceeded | Code::RiskRejected => {
             StatusCode::PAYMENT_REQUIRED
         }
-        Code::UnknownAccount | Code::AuthNotFound | Code::UnknownId | Code::UnknownMerchant => {
-            StatusCode::NOT_FOUND
-        }
+        Code::UnknownAccount
+        | Code::AuthNotFound
+        | Code::UnknownId
+        | Code::UnknownMerchant
+        | Code::NoHistory => StatusCode::NOT_FOUND,
         Code::AccountExists
         | Code::MerchantExists
         | Code::AccountFrozen
         | Code::AuthExpired
         | Code::AuthNotActive
         | Code::CaptureStarted
-        | Code::ClockNotManual => StatusCode::CONFLICT,
+        | Code::ClockNotManual
+        | Code::NothingToSettle
+        | Code::AccountClosed
+        | Code::AccountNotEmpty => StatusCode::CONFLICT,
         Code::UnsupportedCurrency
         | Code::InvalidAmount
         | Code::CurrencyMismatch
@@ -80,6 +85,13 @@ pub fn message(code: Code) -> &'static str {
         Code::MerchantExists => "a merchant with this id already exists",
         Code::UnknownMerchant => "no merchant with this id",
         Code::CurrencyMismatch => "the merchant's currency is not the account's",
+        Code::Queued => "the debit is queued for the next batch run",
+        Code::NothingToSettle => "the merchant's current batch has nothing to settle",
+        Code::AccountClosed => "the account is closed",
+        Code::AccountNotEmpty => {
+            "the account still has a balance, an active hold or a queued debit: it cannot close"
+        }
+        Code::NoHistory => "the account was not opened with history: it keeps no statement",
     }
 }
 
@@ -151,14 +163,15 @@ mod tests {
     use super::*;
 
     /// Every status a rejection uses is a 4xx or 5xx, and only `ok` and
-    /// `held_for_review` (the codes that took effect) are 2xx.
+    /// `held_for_review` (the codes that took effect) and `queued` (not a
+    /// rejection: accepted for the next batch) are 2xx.
     #[test]
     fn success_statuses_are_exactly_the_effective_codes() {
         for code in Code::ALL {
             let status = http_status(code);
             assert_eq!(
                 status.is_success(),
-                code.is_effective(),
+                code.is_effective() || code == Code::Queued,
                 "{} is {status}",
                 code.name()
             );
