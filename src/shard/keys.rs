@@ -76,7 +76,7 @@ impl Shard {
     /// The keyed frame for a closed account or one with a statement, the
     /// key being new: on a closed account, `account_closed` is remembered
     /// (and, with history, its entry added) without running the op, and
-    /// `None` says so; else the account's record as it is before the op,
+    /// `None` says so; else the account's balance and held before the op,
     /// for its entry.
     #[cold]
     #[inline(never)]
@@ -88,21 +88,22 @@ impl Shard {
         payload: Payload,
         vacant: usize,
         merchant: Option<MerchantId>,
-    ) -> Option<Account> {
-        let before = self.accounts[slot as usize];
-        if before.flags & CLOSED == 0 {
+    ) -> Option<Before> {
+        let a = &self.accounts[slot as usize];
+        let (flags, before) = (a.flags, (a.balance, a.held));
+        if flags & CLOSED == 0 {
             return Some(before);
         }
         let code = Code::AccountClosed;
         self.remember(slot, id, op, payload, vacant, code, 0);
-        if before.flags & HISTORY != 0 {
+        if flags & HISTORY != 0 {
             self.keyed_entry(slot, id, op, code, before, merchant);
         }
         None
     }
 
     /// Adds the statement entry of the keyed request `id`, answered
-    /// `code`, on `slot`, whose record was `before` it. Its amount is what
+    /// `code`, on `slot`, whose balance and held were `before` it. Its amount is what
     /// the request changed of the balance (or, when the balance did not
     /// move, of `held`): exactly what SPEC names for every op (a deposit,
     /// debit or refund its balance change; a capture what left the
@@ -116,12 +117,12 @@ impl Shard {
         id: TxnId,
         op: Op,
         code: Code,
-        before: Account,
+        (balance, held): Before,
         merchant: Option<MerchantId>,
     ) {
-        let after = self.accounts[slot as usize];
-        let amount = match after.balance - before.balance {
-            0 => after.held - before.held,
+        let after = &self.accounts[slot as usize];
+        let amount = match after.balance - balance {
+            0 => after.held - held,
             delta => delta.abs(),
         };
         let moved = (code.is_effective() && op != Op::Void && amount > 0).then_some(Moved {
@@ -300,6 +301,9 @@ impl Shard {
         self.swept_generation = self.generation;
     }
 }
+
+/// An account's (balance, held) before a keyed request, for its entry.
+type Before = (i64, i64);
 
 /// The rule of one key sweep: what `forget_before` decided at a generation
 /// change, kept while the sweep goes on a few cells at a time.
