@@ -121,6 +121,7 @@ impl Shard {
             amount: 0,
             balance: 0,
         });
+        let room = history.entries.capacity();
         history.entries.push_back(Entry {
             id,
             time: now_ms,
@@ -132,6 +133,7 @@ impl Shard {
             flags,
         });
         self.history_entries += 1;
+        self.history_capacity += history.entries.capacity() - room;
     }
 
     /// **Integrator's hook, batch debits.** When a batch applies the
@@ -229,15 +231,12 @@ impl Shard {
     }
 
     /// Bytes the statements take: each kept account's map slot and its
-    /// ring's capacity (what `ShardStats::history_bytes` reports).
+    /// ring's capacity (what `ShardStats::history_bytes` reports). O(1):
+    /// the engine reads it every 64 worker rounds.
     pub(super) fn history_bytes(&self) -> usize {
         let per_account = std::mem::size_of::<(u32, History)>() + 1;
         self.histories.capacity() * per_account
-            + self
-                .histories
-                .values()
-                .map(|h| h.entries.capacity() * std::mem::size_of::<Entry>())
-                .sum::<usize>()
+            + self.history_capacity * std::mem::size_of::<Entry>()
     }
 
     /// Statements belong to accounts with the history flag and no other,
@@ -265,6 +264,13 @@ impl Shard {
             return Err(format!(
                 "{} statement entries counted, {entries} kept",
                 self.history_entries
+            ));
+        }
+        let room: usize = self.histories.values().map(|h| h.entries.capacity()).sum();
+        if room != self.history_capacity {
+            return Err(format!(
+                "statements have room for {room} entries, {} counted",
+                self.history_capacity
             ));
         }
         Ok(())

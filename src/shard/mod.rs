@@ -126,6 +126,9 @@ pub struct Shard {
     histories: WordMap<u32, History>,
     /// Entries kept over all statements.
     history_entries: usize,
+    /// Entries the statements' rings have room for, over all of them
+    /// (kept as they grow, so that `stats` is O(1)).
+    history_capacity: usize,
     /// Hold expiries, earliest first; an entry whose hold moved its expiry
     /// (increment) or ended is stale and skipped when it comes up.
     timers: BinaryHeap<Reverse<(u64, u32, TxnId)>>,
@@ -179,6 +182,7 @@ impl Shard {
             cleared_to: WordMap::default(),
             histories: WordMap::default(),
             history_entries: 0,
+            history_capacity: 0,
             timers: BinaryHeap::new(),
             now_ms,
             today: now_ms / DAY_MS,

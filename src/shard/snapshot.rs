@@ -385,6 +385,7 @@ impl Shard {
                     });
                 }
                 shard.history_entries += entries.len();
+                shard.history_capacity += entries.capacity();
                 let history = History { first_seq, entries };
                 if shard.histories.insert(slot, history).is_some() {
                     return None;
