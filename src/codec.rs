@@ -1593,6 +1593,141 @@ mod tests {
     }
 
     /// Boundaries of every ranged integer.
+    /// `close_account`, `history` with every edge of `limit` and `before`,
+    /// and the `history` flag of `open_account` (a boolean or null).
+    #[test]
+    fn closing_and_history_lines() {
+        let history = |limit, before| {
+            Req(Request::History {
+                account: 4,
+                limit,
+                before,
+            })
+        };
+        let open = |history| {
+            Req(Request::OpenAccount {
+                account: 1,
+                currency: Some(Currency::EUR),
+                overdraft: None,
+                history,
+            })
+        };
+        let cases: Vec<(String, Want)> = vec![
+            (
+                r#"{"op":"close_account","account":4}"#.into(),
+                Req(Request::CloseAccount { account: 4 }),
+            ),
+            (
+                r#"{"op":"close_account"}"#.into(),
+                Bad("missing field account"),
+            ),
+            (
+                r#"{"op":"close_account","account":true}"#.into(),
+                Bad("account"),
+            ),
+            (
+                r#"{"op":"history","account":4}"#.into(),
+                history(None, None),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":null,"before":null}"#.into(),
+                history(None, None),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":1}"#.into(),
+                history(Some(1), None),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":1000}"#.into(),
+                history(Some(1000), None),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":0}"#.into(),
+                Bad("limit"),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":1001}"#.into(),
+                Bad("limit"),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":65537}"#.into(),
+                Bad("limit"),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":2.0}"#.into(),
+                Bad("limit"),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":"2"}"#.into(),
+                Bad("limit"),
+            ),
+            (
+                r#"{"op":"history","account":4,"before":1}"#.into(),
+                history(None, Some(1)),
+            ),
+            (
+                r#"{"op":"history","account":4,"before":18446744073709551615}"#.into(),
+                history(None, Some(u64::MAX)),
+            ),
+            (
+                r#"{"op":"history","account":4,"before":0}"#.into(),
+                Bad("before"),
+            ),
+            (
+                r#"{"op":"history","account":4,"before":18446744073709551616}"#.into(),
+                Bad("before"),
+            ),
+            (
+                r#"{"op":"history","account":4,"before":false}"#.into(),
+                Bad("before"),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR"}"#.into(),
+                open(false),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR","history":true}"#.into(),
+                open(true),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR","history":false}"#.into(),
+                open(false),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR","history":null}"#.into(),
+                open(false),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR","history":1}"#.into(),
+                Bad("history must be a boolean"),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR","history":"true"}"#.into(),
+                Bad("history must be a boolean"),
+            ),
+            // Ops reserved for batch debits are not ops of this build.
+            (
+                r#"{"op":"queue_debit","id":1,"account":1,"amount":"1"}"#.into(),
+                Bad("unknown op"),
+            ),
+            (r#"{"op":"run_batch"}"#.into(), Bad("unknown op")),
+            (
+                r#"{"op":"settle","id":1,"merchant":1}"#.into(),
+                Bad("unknown op"),
+            ),
+            // Fields an op does not name are ignored, whatever their type.
+            (
+                r#"{"op":"deposit","id":1,"account":1,"amount":"1","history":7,"limit":0}"#.into(),
+                Req(Request::Deposit {
+                    id: 1,
+                    account: 1,
+                    amount: amt("1"),
+                }),
+            ),
+        ];
+        check_all(cases);
+    }
+
     #[test]
     fn integer_ranges() {
         const MAX: &str = "18446744073709551615";

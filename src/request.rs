@@ -196,7 +196,8 @@ pub enum Request {
     History {
         /// The account asked about (it must have been opened with history).
         account: AccountId,
-        /// At most this many entries, 1..=1000 (the codec rejects others);
+        /// At most this many entries, 1..=1000 (the codec rejects others as
+        /// malformed; the engine takes 0 as 1 and more than 1000 as 1000);
         /// `None` is 20.
         limit: Option<u16>,
         /// Only entries with `seq` below this, 1..=2^64-1; `None`: no bound.

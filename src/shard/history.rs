@@ -242,6 +242,17 @@ impl Shard {
     /// Statements belong to accounts with the history flag and no other,
     /// and their entries are counted right.
     pub(super) fn check_histories(&self) -> Result<(), String> {
+        for &slot in self.histories.keys() {
+            let flagged = self
+                .accounts
+                .get(slot as usize)
+                .is_some_and(|a| slot != 0 && a.flags & HISTORY != 0);
+            if !flagged {
+                return Err(format!(
+                    "a statement for slot {slot}, no account with history"
+                ));
+            }
+        }
         let mut entries = 0;
         for (slot, a) in self.accounts.iter().enumerate().skip(1) {
             let has = self.histories.get(&(slot as u32));
