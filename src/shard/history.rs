@@ -28,6 +28,10 @@ use super::*;
 use crate::limits::{HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
 use crate::outcome::{HistoryEntry, HistoryPage, Moved};
 
+/// An account's (balance, held) before a keyed request, which the keyed
+/// frame notes for the request's entry ([`Shard::keyed_entry`]).
+pub(super) type Before = (i64, i64);
+
 /// One account's statement.
 #[derive(Clone, Debug)]
 pub(super) struct History {
@@ -93,6 +97,36 @@ impl Entry {
 }
 
 impl Shard {
+    /// Adds the statement entry of the keyed request `id`, answered
+    /// `code`, on `slot`, whose balance and held were `before` it. Its amount is what
+    /// the request changed of the balance (or, when the balance did not
+    /// move, of `held`): exactly what SPEC names for every op (a deposit,
+    /// debit or refund its balance change; a capture what left the
+    /// balance; an authorize, increment or review what was held), read
+    /// off the record rather than asked of every op's body.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn keyed_entry(
+        &mut self,
+        slot: u32,
+        id: TxnId,
+        op: Op,
+        code: Code,
+        (balance, held): Before,
+        merchant: Option<MerchantId>,
+    ) {
+        let after = &self.accounts[slot as usize];
+        let amount = match after.balance - balance {
+            0 => after.held - held,
+            delta => delta.abs(),
+        };
+        let moved = (code.is_effective() && op != Op::Void && amount > 0).then_some(Moved {
+            amount,
+            balance: after.balance,
+        });
+        self.history_add(slot, id, op, code, moved, merchant);
+    }
+
     /// Adds the next entry to the statement of `slot` (an account with
     /// history): the keyed request `id` got the remembered outcome `code`
     /// at the current engine time.

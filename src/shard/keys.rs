@@ -2,6 +2,7 @@
 //! conflict, or first time), what a key compares by, and forgetting keys
 //! past the dedup window.
 
+use super::history::Before;
 use super::*;
 
 impl Shard {
@@ -100,36 +101,6 @@ impl Shard {
             self.keyed_entry(slot, id, op, code, before, merchant);
         }
         None
-    }
-
-    /// Adds the statement entry of the keyed request `id`, answered
-    /// `code`, on `slot`, whose balance and held were `before` it. Its amount is what
-    /// the request changed of the balance (or, when the balance did not
-    /// move, of `held`): exactly what SPEC names for every op (a deposit,
-    /// debit or refund its balance change; a capture what left the
-    /// balance; an authorize, increment or review what was held), read
-    /// off the record rather than asked of every op's body.
-    #[cold]
-    #[inline(never)]
-    fn keyed_entry(
-        &mut self,
-        slot: u32,
-        id: TxnId,
-        op: Op,
-        code: Code,
-        (balance, held): Before,
-        merchant: Option<MerchantId>,
-    ) {
-        let after = &self.accounts[slot as usize];
-        let amount = match after.balance - balance {
-            0 => after.held - held,
-            delta => delta.abs(),
-        };
-        let moved = (code.is_effective() && op != Op::Void && amount > 0).then_some(Moved {
-            amount,
-            balance: after.balance,
-        });
-        self.history_add(slot, id, op, code, moved, merchant);
     }
 
     /// Remembers the new key `id` on `slot` in the cell `vacant` (from
@@ -301,9 +272,6 @@ impl Shard {
         self.swept_generation = self.generation;
     }
 }
-
-/// An account's (balance, held) before a keyed request, for its entry.
-type Before = (i64, i64);
 
 /// The rule of one key sweep: what `forget_before` decided at a generation
 /// change, kept while the sweep goes on a few cells at a time.

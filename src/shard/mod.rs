@@ -65,7 +65,6 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use crate::outcome::Moved;
 use crate::request::MerchantId;
 use accounts::{Account, AccountExt, CLOSED, EXT_NONE, HISTORY};
 use history::History;

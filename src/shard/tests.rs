@@ -922,7 +922,7 @@ fn page(
     }
 }
 
-use crate::outcome::HistoryEntry;
+use crate::outcome::{HistoryEntry, Moved};
 
 #[test]
 fn entries_are_forgotten_with_their_keys_and_seq_goes_on() {
