@@ -1135,3 +1135,214 @@ fn a_plain_account_pays_nothing_for_statements() {
     assert_eq!(s.stats().history_bytes, 0);
     assert_eq!(s.accounts[1].flags, 0);
 }
+
+/// A random stream of every keyed op (and freeze, limits, closing, time)
+/// on one account, applied twice: to an account opened without history
+/// and to one opened with it. Every outcome must be the same (the flag
+/// takes part in nothing else), and the statement must be exactly the
+/// keyed requests that got a remembered outcome, in order, each entry's
+/// balance the balance right after it and its amount what the balance (or
+/// held) moved.
+#[test]
+fn a_statement_changes_no_outcome_and_records_each_keyed_request() {
+    let mut seed = 0x0DDC_0FFE_E5EE_D001u64;
+    let mut next = move |n: u64| {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        crate::hash::fold(seed) % n
+    };
+    let (mut closed, mut forgotten, mut closed_rejections) = (0, 0, 0);
+    for round in 0..20 {
+        let mut plain = Shard::new(0, 5_000, None);
+        let mut kept = Shard::new(0, 5_000, None);
+        for (s, history) in [(&mut plain, false), (&mut kept, true)] {
+            let open = Request::OpenAccount {
+                account: 1,
+                currency: Some(Currency::USD),
+                overdraft: Some(amount("5")),
+                history,
+            };
+            assert_eq!(s.apply(&open).code, Code::Ok);
+        }
+        let mut expected: Vec<(TxnId, Op, Code, i64, i64)> = Vec::new();
+        let figures = |s: &mut Shard| match s.apply(&Request::Balance { account: 1 }).info {
+            Info::Balance { balance, held, .. } => (balance, held),
+            other => panic!("{other:?}"),
+        };
+        for step in 0..400u64 {
+            let id = next(60); // ids repeat: replays and conflicts
+            let auth = next(60);
+            let text = ["1", "2.50", "7", "0.01", "30", "x", "1.001"][next(7) as usize];
+            let a = amount(text);
+            let request = match next(14) {
+                0 | 1 => Request::Deposit {
+                    id,
+                    account: 1,
+                    amount: a,
+                },
+                2 | 3 => Request::Debit {
+                    id,
+                    account: 1,
+                    amount: a,
+                    merchant: None,
+                },
+                4 => Request::Authorize {
+                    id,
+                    account: 1,
+                    amount: a,
+                    expires_in_ms: Some(1 + next(3_000)),
+                    merchant: None,
+                },
+                5 => Request::Increment {
+                    id,
+                    account: 1,
+                    auth,
+                    amount: a,
+                    expires_in_ms: None,
+                },
+                6 => Request::Capture {
+                    id,
+                    account: 1,
+                    auth,
+                    amount: (next(2) == 0).then_some(a),
+                    is_final: next(2) == 0,
+                },
+                7 => Request::Void {
+                    id,
+                    account: 1,
+                    auth,
+                },
+                8 => Request::Refund {
+                    id,
+                    account: 1,
+                    of: auth,
+                    amount: (next(2) == 0).then_some(a),
+                },
+                9 => Request::SetLimits {
+                    account: 1,
+                    limits: Box::new(LimitsArg {
+                        review_above: (next(2) == 0).then(|| amount("20")),
+                        ..LimitsArg::default()
+                    }),
+                },
+                10 => [
+                    Request::Freeze { account: 1 },
+                    Request::Unfreeze { account: 1 },
+                ][next(2) as usize]
+                    .clone(),
+                // Late in the stream, so that most of it runs open (the
+                // account starts empty: a close would succeed at once).
+                11 if step >= 350 => Request::CloseAccount { account: 1 },
+                12 => Request::AdvanceClock { ms: next(2_000) },
+                _ => Request::Status { account: 1, id },
+            };
+            let mut requests = vec![request];
+            if step == 370 {
+                // Empty the account so that the closes after this can
+                // succeed: no rule to review the debit, every hold
+                // expired, then the balance taken to 0 (unfrozen).
+                let (balance, _) = figures(&mut kept);
+                let money = amount(&crate::money::format_minor(balance.abs(), 2));
+                requests = vec![
+                    Request::SetLimits {
+                        account: 1,
+                        limits: Box::default(),
+                    },
+                    Request::Unfreeze { account: 1 },
+                    Request::AdvanceClock { ms: 4_000 },
+                    if balance > 0 {
+                        Request::Debit {
+                            id: 999,
+                            account: 1,
+                            amount: money,
+                            merchant: None,
+                        }
+                    } else {
+                        Request::Deposit {
+                            id: 999,
+                            account: 1,
+                            amount: money,
+                        }
+                    },
+                    Request::CloseAccount { account: 1 },
+                ];
+            }
+            for request in requests {
+                let (b0, h0) = figures(&mut kept);
+                let want = plain.apply(&request);
+                let got = kept.apply(&request);
+                assert_eq!(got, want, "round {round} step {step}: {request:?}");
+                closed += usize::from(request.op() == Op::CloseAccount && got.code == Code::Ok);
+                closed_rejections += usize::from(got.code == Code::AccountClosed && !got.replayed);
+                plain.check_invariants().unwrap();
+                kept.check_invariants().unwrap();
+                let keyed = matches!(
+                    request.op(),
+                    Op::Deposit
+                        | Op::Debit
+                        | Op::Authorize
+                        | Op::Increment
+                        | Op::Capture
+                        | Op::Void
+                        | Op::Refund
+                );
+                if keyed && !got.replayed && got.code != Code::IdConflict {
+                    let (balance, held) = figures(&mut kept);
+                    let moved = if balance != b0 {
+                        (balance - b0).abs()
+                    } else {
+                        held - h0
+                    };
+                    let id = match request {
+                        Request::Deposit { id, .. }
+                        | Request::Debit { id, .. }
+                        | Request::Authorize { id, .. }
+                        | Request::Increment { id, .. }
+                        | Request::Capture { id, .. }
+                        | Request::Void { id, .. }
+                        | Request::Refund { id, .. } => id,
+                        _ => unreachable!("keyed"),
+                    };
+                    expected.push((id, request.op(), got.code, balance, moved));
+                }
+            }
+        }
+        // Entries forgotten with their keys are the oldest ones; what is
+        // kept is the newest part of what was expected, in order.
+        let entries = page(&kept, 1, Some(1000), None);
+        let entries: Vec<HistoryEntry> = entries.into_iter().rev().collect();
+        assert!(entries.len() <= expected.len());
+        let skipped = expected.len() - entries.len();
+        forgotten += skipped;
+        assert_eq!(
+            entries.first().map_or(skipped as u64 + 1, |e| e.seq),
+            skipped as u64 + 1
+        );
+        let mut effective = 0;
+        for (entry, &(id, op, code, balance, amount)) in entries.iter().zip(&expected[skipped..]) {
+            assert_eq!(
+                (entry.id, entry.op, entry.result),
+                (id, op, code),
+                "{entry:?}"
+            );
+            if let Some(moved) = entry.moved {
+                assert!(code.is_effective() && op != Op::Void, "{entry:?}");
+                assert_eq!(
+                    (moved.amount, moved.balance),
+                    (amount, balance),
+                    "{entry:?}"
+                );
+                assert!(amount > 0);
+                effective += 1;
+            } else {
+                assert!(!code.is_effective() || op == Op::Void, "{entry:?}");
+            }
+        }
+        assert!(
+            effective > 0 || entries.is_empty(),
+            "round {round}: no entry moved money"
+        );
+    }
+    // The stream reaches what it is for.
+    assert!(closed > 0 && closed_rejections > 0, "{closed} closes");
+    assert!(forgotten > 0, "no entry was ever forgotten");
+}
