@@ -22,6 +22,7 @@ fn engine(shards: usize, accounts: u64) -> Engine {
                 account,
                 currency: Some(Currency::USD),
                 overdraft: None,
+                history: false,
             },
         );
         client.send(

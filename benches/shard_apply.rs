@@ -41,6 +41,7 @@ fn funded_shard() -> Shard {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         });
         shard.apply(&Request::Deposit {
             id: 0,

@@ -40,6 +40,7 @@ fn setup_requests() -> impl Iterator<Item = Request> {
                 account,
                 currency: Some(Currency::USD),
                 overdraft: None,
+                history: false,
             },
             Request::Deposit {
                 id: 0,

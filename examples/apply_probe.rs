@@ -26,6 +26,7 @@ fn main() {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         });
         shard.apply(&Request::Deposit {
             id: 0,

@@ -4,6 +4,9 @@
 //! Usage: `icount WORKLOAD N`, WORKLOAD one of
 //!
 //! - `debit`: N plain debits (no limits, no policy) on one shard;
+//! - `debit_history`: the `debit` workload on accounts opened with
+//!   history: each debit also adds a statement entry (the keyed frame's
+//!   cold path);
 //! - `debit_limited`: N debits on accounts with every `set_limits` field
 //!   set (per_txn, daily, review_above, velocity), amounts that pass them all;
 //! - `authorize_capture`: N units of one authorize and one capture of it;
@@ -52,7 +55,7 @@ const AMOUNT_MINOR_MAX: u64 = 10_000;
 const USD_EXPONENT: u32 = 2;
 
 const USAGE: &str = "usage: icount WORKLOAD N
-  WORKLOAD: debit | debit_merchant | debit_limited | authorize_capture | engine_debit | log_record
+  WORKLOAD: debit | debit_merchant | debit_history | debit_limited | authorize_capture | engine_debit | log_record
   N: units to apply after the setup, 0..=200000";
 
 /// Merchants of the `debit_merchant` workload (a gateway's busy set).
@@ -78,6 +81,11 @@ fn minor(units: u64) -> AmountArg {
 
 /// The accounts (random 64-bit ids) and the requests that open and fund them.
 fn setup_requests(rng: &mut Rng) -> (Vec<u64>, Vec<Request>) {
+    setup_requests_with(rng, false)
+}
+
+/// As [`setup_requests`], the accounts opened with `history`.
+fn setup_requests_with(rng: &mut Rng, history: bool) -> (Vec<u64>, Vec<Request>) {
     let accounts: Vec<u64> = (0..ACCOUNTS).map(|_| rng.next()).collect();
     let mut requests = Vec::with_capacity(accounts.len() * 2);
     for &account in &accounts {
@@ -85,6 +93,7 @@ fn setup_requests(rng: &mut Rng) -> (Vec<u64>, Vec<Request>) {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history,
         });
         requests.push(Request::Deposit {
             id: rng.next(),
@@ -213,8 +222,16 @@ fn run_shard(
 }
 
 fn shard_workload(workload: &str, n: u64, rng: &mut Rng, tally: &mut Tally) -> Result<(), String> {
-    let (accounts, setup) = setup_requests(rng);
+    let (accounts, setup) = setup_requests_with(rng, workload == "debit_history");
     match workload {
+        "debit_history" => {
+            // The same debits on accounts that keep a statement: the cost
+            // of the cold path and the entry (the statements' rings grow
+            // as they go: no reservation, as for holds).
+            let requests = debits(rng, &accounts);
+            let shard = funded_shard(&setup, 1)?;
+            run_shard(shard, &requests[..n as usize], Code::Ok, tally)
+        }
         "debit" => {
             let requests = debits(rng, &accounts);
             let shard = funded_shard(&setup, 1)?;
@@ -346,7 +363,7 @@ fn main() -> ExitCode {
     let mut rng = Rng(SEED);
     let mut tally = Tally::default();
     let result = match workload.as_str() {
-        "debit" | "debit_merchant" | "debit_limited" | "authorize_capture" => {
+        "debit" | "debit_merchant" | "debit_history" | "debit_limited" | "authorize_capture" => {
             shard_workload(workload, n, &mut rng, &mut tally)
         }
         "engine_debit" => engine_workload(n, &mut rng, &mut tally),

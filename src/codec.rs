@@ -18,9 +18,9 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::limits::{ADVANCE_CLOCK_MS_MAX, EXPIRES_IN_MS_MAX, VELOCITY_MAX_MAX};
-use crate::money::{format_minor_wide, AmountArg, Currency};
-use crate::outcome::{Info, Outcome};
+use crate::limits::{ADVANCE_CLOCK_MS_MAX, EXPIRES_IN_MS_MAX, HISTORY_LIMIT_MAX, VELOCITY_MAX_MAX};
+use crate::money::{format_minor_wide, write_minor, AmountArg, Currency};
+use crate::outcome::{HistoryPage, Info, Outcome};
 use crate::request::{LimitsArg, Request, VelocityArg};
 use crate::shard::FEE_BPS_MAX;
 
@@ -127,8 +127,47 @@ pub fn write_outcome(out: &mut String, line: u64, outcome: &Outcome) {
                 push_u64(out, value);
             }
         }
+        Info::History(page) => write_entries(out, page),
     }
     out.push('}');
+}
+
+/// `, "entries": [...]`: a statement page, each entry's fields in the
+/// order `seq`, `id`, `op`, `result`, `time`, then `amount` and `balance`
+/// (decimal strings) and `merchant` where the entry has them.
+fn write_entries(out: &mut String, page: &HistoryPage) {
+    let e = page.currency.exponent();
+    // About 150 bytes an entry with amounts: one reservation, not many.
+    out.reserve(16 + 160 * page.entries.len());
+    out.push_str(", \"entries\": [");
+    for (i, entry) in page.entries.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str("{\"seq\": ");
+        push_u64(out, entry.seq);
+        out.push_str(", \"id\": ");
+        push_u64(out, entry.id);
+        out.push_str(", \"op\": \"");
+        out.push_str(entry.op.name());
+        out.push_str("\", \"result\": \"");
+        out.push_str(entry.result.name());
+        out.push_str("\", \"time\": ");
+        push_u64(out, entry.time);
+        if let Some(moved) = entry.moved {
+            out.push_str(", \"amount\": \"");
+            write_minor(out, moved.amount, e);
+            out.push_str("\", \"balance\": \"");
+            write_minor(out, moved.balance, e);
+            out.push('"');
+        }
+        if let Some(merchant) = entry.merchant {
+            out.push_str(", \"merchant\": ");
+            push_u64(out, merchant);
+        }
+        out.push('}');
+    }
+    out.push(']');
 }
 
 /// Appends `{"line": N, "result": "malformed", "error": "<escaped text>"}` to `out`.
@@ -213,7 +252,7 @@ impl fmt::Display for Quoted<'_> {
 // The fields of a request line, as read
 
 /// Every field any op names, in one table indexed by the `F_*` constants.
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 20] = [
     "op",
     "account",
     "id",
@@ -231,6 +270,9 @@ const FIELDS: [&str; 17] = [
     "ms",
     "merchant",
     "fee_bps",
+    "history",
+    "limit",
+    "before",
 ];
 const F_OP: usize = 0;
 const F_ACCOUNT: usize = 1;
@@ -249,6 +291,9 @@ const F_VELOCITY: usize = 13;
 const F_MS: usize = 14;
 const F_MERCHANT: usize = 15;
 const F_FEE_BPS: usize = 16;
+const F_HISTORY: usize = 17;
+const F_LIMIT: usize = 18;
+const F_BEFORE: usize = 19;
 
 /// The fields of `velocity`.
 const VELOCITY_FIELDS: [&str; 3] = ["max", "window_ms", "below"];
@@ -330,6 +375,9 @@ const REQUEST_NAMES: Names = Names {
             "ms" => F_MS,
             "merchant" => F_MERCHANT,
             "fee_bps" => F_FEE_BPS,
+            "history" => F_HISTORY,
+            "limit" => F_LIMIT,
+            "before" => F_BEFORE,
             _ => return None,
         })
     },
@@ -736,6 +784,7 @@ impl Fields<'_> {
                 account: self.id(F_ACCOUNT)?,
                 currency: Currency::parse(string(self.get(F_CURRENCY), "currency")?),
                 overdraft: self.opt_amount(F_OVERDRAFT)?,
+                history: opt_bool(self.get(F_HISTORY), "history")?.unwrap_or(false),
             },
             "deposit" => Request::Deposit {
                 id: self.id(F_ID)?,
@@ -834,6 +883,20 @@ impl Fields<'_> {
                 id: self.id(F_ID)?,
                 merchant: self.id(F_MERCHANT)?,
             },
+            "close_account" => Request::CloseAccount {
+                account: self.id(F_ACCOUNT)?,
+            },
+            "history" => Request::History {
+                account: self.id(F_ACCOUNT)?,
+                limit: opt_integer(
+                    self.get(F_LIMIT),
+                    FIELDS[F_LIMIT],
+                    1,
+                    u64::from(HISTORY_LIMIT_MAX),
+                )?
+                .map(|limit| u16::try_from(limit).expect("at most HISTORY_LIMIT_MAX")),
+                before: opt_integer(self.get(F_BEFORE), FIELDS[F_BEFORE], 1, u64::MAX)?,
+            },
             other => return Err(format!("unknown op {}", Quoted(other))),
         };
         Ok(request)
@@ -913,6 +976,7 @@ mod tests {
                     account: 7,
                     currency: Some(Currency::USD),
                     overdraft: Some(amt("10")),
+                    history: false,
                 }),
             ),
             (
@@ -921,6 +985,7 @@ mod tests {
                     account: 8,
                     currency: Some(Currency::JPY),
                     overdraft: None,
+                    history: false,
                 }),
             ),
             (
@@ -1309,6 +1374,7 @@ mod tests {
                     account: 1,
                     currency: Some(Currency::EUR),
                     overdraft: None,
+                    history: false,
                 }),
             ),
             (
@@ -1566,6 +1632,7 @@ mod tests {
                     account: 1,
                     currency: None,
                     overdraft: Some(amt("x")),
+                    history: false,
                 }),
             ),
             (
@@ -1574,6 +1641,7 @@ mod tests {
                     account: 1,
                     currency: None,
                     overdraft: None,
+                    history: false,
                 }),
             ),
             (
@@ -1582,6 +1650,7 @@ mod tests {
                     account: 1,
                     currency: None,
                     overdraft: None,
+                    history: false,
                 }),
             ),
             (
@@ -1590,6 +1659,7 @@ mod tests {
                     account: 1,
                     currency: Some(Currency::KWD),
                     overdraft: Some(amt("0")),
+                    history: false,
                 }),
             ),
         ];
@@ -1600,6 +1670,131 @@ mod tests {
     }
 
     /// Boundaries of every ranged integer.
+    /// `close_account`, `history` with every edge of `limit` and `before`,
+    /// and the `history` flag of `open_account` (a boolean or null).
+    #[test]
+    fn closing_and_history_lines() {
+        let history = |limit, before| {
+            Req(Request::History {
+                account: 4,
+                limit,
+                before,
+            })
+        };
+        let open = |history| {
+            Req(Request::OpenAccount {
+                account: 1,
+                currency: Some(Currency::EUR),
+                overdraft: None,
+                history,
+            })
+        };
+        let cases: Vec<(String, Want)> = vec![
+            (
+                r#"{"op":"close_account","account":4}"#.into(),
+                Req(Request::CloseAccount { account: 4 }),
+            ),
+            (
+                r#"{"op":"close_account"}"#.into(),
+                Bad("missing field account"),
+            ),
+            (
+                r#"{"op":"close_account","account":true}"#.into(),
+                Bad("account"),
+            ),
+            (
+                r#"{"op":"history","account":4}"#.into(),
+                history(None, None),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":null,"before":null}"#.into(),
+                history(None, None),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":1}"#.into(),
+                history(Some(1), None),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":1000}"#.into(),
+                history(Some(1000), None),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":0}"#.into(),
+                Bad("limit"),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":1001}"#.into(),
+                Bad("limit"),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":65537}"#.into(),
+                Bad("limit"),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":2.0}"#.into(),
+                Bad("limit"),
+            ),
+            (
+                r#"{"op":"history","account":4,"limit":"2"}"#.into(),
+                Bad("limit"),
+            ),
+            (
+                r#"{"op":"history","account":4,"before":1}"#.into(),
+                history(None, Some(1)),
+            ),
+            (
+                r#"{"op":"history","account":4,"before":18446744073709551615}"#.into(),
+                history(None, Some(u64::MAX)),
+            ),
+            (
+                r#"{"op":"history","account":4,"before":0}"#.into(),
+                Bad("before"),
+            ),
+            (
+                r#"{"op":"history","account":4,"before":18446744073709551616}"#.into(),
+                Bad("before"),
+            ),
+            (
+                r#"{"op":"history","account":4,"before":false}"#.into(),
+                Bad("before"),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR"}"#.into(),
+                open(false),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR","history":true}"#.into(),
+                open(true),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR","history":false}"#.into(),
+                open(false),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR","history":null}"#.into(),
+                open(false),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR","history":1}"#.into(),
+                Bad("history must be a boolean"),
+            ),
+            (
+                r#"{"op":"open_account","account":1,"currency":"EUR","history":"true"}"#.into(),
+                Bad("history must be a boolean"),
+            ),
+            // Fields an op does not name are ignored, whatever their type.
+            (
+                r#"{"op":"deposit","id":1,"account":1,"amount":"1","history":7,"limit":0}"#.into(),
+                Req(Request::Deposit {
+                    id: 1,
+                    account: 1,
+                    amount: amt("1"),
+                }),
+            ),
+        ];
+        check_all(cases);
+    }
+
     #[test]
     fn integer_ranges() {
         const MAX: &str = "18446744073709551615";

@@ -873,7 +873,10 @@ fn deliver_commit(replies: Vec<(Reply, Vec<Done>)>, durable: bool) {
 /// change nothing.
 fn changes_state(request: &Request, outcome: &Outcome) -> bool {
     match request {
-        Request::Balance { .. } | Request::Status { .. } | Request::Merchant { .. } => false,
+        Request::Balance { .. }
+        | Request::Status { .. }
+        | Request::Merchant { .. }
+        | Request::History { .. } => false,
         // Every shard counts these (`Shard::broadcasts`), refused or not:
         // replay must count them too.
         Request::AdvanceClock { .. }
@@ -885,7 +888,8 @@ fn changes_state(request: &Request, outcome: &Outcome) -> bool {
         Request::OpenAccount { .. }
         | Request::Freeze { .. }
         | Request::Unfreeze { .. }
-        | Request::SetLimits { .. } => outcome.code == Code::Ok,
+        | Request::SetLimits { .. }
+        | Request::CloseAccount { .. } => outcome.code == Code::Ok,
         _ => !outcome.replayed && !matches!(outcome.code, Code::IdConflict | Code::UnknownAccount),
     }
 }
@@ -1721,6 +1725,7 @@ mod tests {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         }
     }
 

@@ -1066,11 +1066,15 @@ pub fn write_request_json(out: &mut String, request: &Request) {
             account,
             currency,
             overdraft,
+            history,
         } => {
             num(out, "account", account);
             let code = currency.map_or("unsupported", |c| c.code());
             let _ = write!(out, ",\"currency\":\"{code}\"");
             amount(out, "overdraft", overdraft);
+            if history {
+                out.push_str(",\"history\":true");
+            }
         }
         Request::Deposit {
             id,
@@ -1245,6 +1249,20 @@ pub fn write_request_json(out: &mut String, request: &Request) {
                 }
             }
         },
+        Request::CloseAccount { account } => num(out, "account", account),
+        Request::History {
+            account,
+            limit,
+            before,
+        } => {
+            num(out, "account", account);
+            if let Some(limit) = limit {
+                num(out, "limit", u64::from(limit));
+            }
+            if let Some(before) = before {
+                num(out, "before", before);
+            }
+        }
     }
     out.push('}');
 }
@@ -1324,16 +1342,19 @@ mod tests {
                 account: 7,
                 currency: Some(Currency::KWD),
                 overdraft: Some(AmountArg::parse("0.001")),
+                history: false,
             },
             Request::OpenAccount {
                 account: u64::MAX,
                 currency: Some(Currency::JPY),
                 overdraft: None,
+                history: false,
             },
             Request::OpenAccount {
                 account: 1,
                 currency: None,
                 overdraft: None,
+                history: false,
             },
             Request::Deposit {
                 id: 1,

@@ -36,7 +36,7 @@
 //! let engine = Engine::start(EngineConfig { shards: 2, ..EngineConfig::default() });
 //! let mut client = engine.client();
 //!
-//! let open = Request::OpenAccount { account: 42, currency: Some(Currency::EUR), overdraft: None };
+//! let open = Request::OpenAccount { account: 42, currency: Some(Currency::EUR), overdraft: None, history: false };
 //! assert_eq!(client.submit(open).code, Code::Ok);
 //! let deposit = Request::Deposit { id: 1, account: 42, amount: AmountArg::parse("100.00") };
 //! assert_eq!(client.submit(deposit).code, Code::Ok);
@@ -67,7 +67,7 @@
 //! let engine = Engine::start(EngineConfig { shards: 2, ..EngineConfig::default() });
 //! let mut client = engine.client();
 //! for account in 1..=10 {
-//!     client.submit(Request::OpenAccount { account, currency: Some(Currency::USD), overdraft: None });
+//!     client.submit(Request::OpenAccount { account, currency: Some(Currency::USD), overdraft: None, history: false });
 //!     let amount = AmountArg::parse("1.00");
 //!     client.submit(Request::Deposit { id: 1, account, amount });
 //! }
@@ -121,7 +121,7 @@
 //! }
 //!
 //! let engine = Engine::start(EngineConfig { shards: 2, ..EngineConfig::default() });
-//! let open = Request::OpenAccount { account: 7, currency: Some(Currency::JPY), overdraft: None };
+//! let open = Request::OpenAccount { account: 7, currency: Some(Currency::JPY), overdraft: None, history: false };
 //! assert_eq!(block_on(engine.submit_async(open)).code, Code::Ok);
 //! let deposit = Request::Deposit { id: 1, account: 7, amount: AmountArg::parse("5000") };
 //! assert_eq!(block_on(engine.submit_async(deposit)).code, Code::Ok);
@@ -160,7 +160,7 @@
 //!
 //! let engine = Engine::open(config()).expect("a fresh directory opens");
 //! let mut client = engine.client();
-//! client.submit(Request::OpenAccount { account: 1, currency: Some(Currency::GBP), overdraft: None });
+//! client.submit(Request::OpenAccount { account: 1, currency: Some(Currency::GBP), overdraft: None, history: false });
 //! let deposit = Request::Deposit { id: 1, account: 1, amount: AmountArg::parse("10") };
 //! assert_eq!(client.submit(deposit.clone()).code, Code::Ok);
 //! drop(client);
@@ -200,7 +200,10 @@ pub use engine::{
     Client, ClockMode, Engine, EngineConfig, OutcomeFuture, RecoveryReport, Submitter,
 };
 pub use money::{AmountArg, Currency};
-pub use outcome::{BatchFigures, Code, Info, MerchantFigures, Outcome, Settlement};
+pub use outcome::{
+    BatchFigures, Code, HistoryEntry, HistoryPage, Info, MerchantFigures, Moved, Outcome,
+    Settlement,
+};
 pub use request::{AccountId, Internal, LimitsArg, MerchantId, Op, Request, TxnId, VelocityArg};
 pub use risk::{RiskContext, RiskDecision, RiskPolicy, SpecRules};
 pub use stats::{Durations, ShardStats};

@@ -46,3 +46,8 @@ const _: () = assert!(EXPIRES_IN_MS_MAX == ADVANCE_CLOCK_MS_MAX);
 const _: () = assert!(HOLD_EXPIRES_IN_MS_DEFAULT <= EXPIRES_IN_MS_MAX);
 const _: () = assert!(CLIENT_BATCH_SIZE_DEFAULT <= CLIENT_IN_FLIGHT_MAX_DEFAULT);
 const _: () = assert!(SHARD_COUNT_MAX <= u16::MAX as usize);
+
+/// `history`'s `limit` when the request gives none.
+pub const HISTORY_LIMIT_DEFAULT: u16 = 20;
+/// The largest `limit` of a `history` request (1 is the smallest).
+pub const HISTORY_LIMIT_MAX: u16 = 1000;

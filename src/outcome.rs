@@ -107,12 +107,22 @@ pub enum Code {
     /// From `settle`: the merchant's current batch has no clearing and no
     /// charge-back. Remembered under the settle's key like any rejection.
     NothingToSettle,
+    /// The account was closed (`close_account`). From every op that names
+    /// an account but `balance`, `status` and `history`; checked right
+    /// after `id_conflict` and `unknown_account`. Remembered under its key
+    /// like any rejection.
+    AccountClosed,
+    /// From `close_account`: the balance is not zero, a hold is active, or
+    /// a queued debit waits.
+    AccountNotEmpty,
+    /// From `history`: the account was not opened with `"history": true`.
+    NoHistory,
 }
 
 impl Code {
     /// Every code, in discriminant order (`ALL[code as usize] == code`);
     /// the discriminant is the byte the key table and the log store.
-    pub const ALL: [Code; 27] = [
+    pub const ALL: [Code; 30] = [
         Code::Ok,
         Code::HeldForReview,
         Code::AccountExists,
@@ -140,6 +150,9 @@ impl Code {
         Code::CurrencyMismatch,
         Code::Queued,
         Code::NothingToSettle,
+        Code::AccountClosed,
+        Code::AccountNotEmpty,
+        Code::NoHistory,
     ];
 
     /// The SPEC spelling (`"insufficient_funds"`, ...).
@@ -172,6 +185,9 @@ impl Code {
             Code::CurrencyMismatch => "currency_mismatch",
             Code::Queued => "queued",
             Code::NothingToSettle => "nothing_to_settle",
+            Code::AccountClosed => "account_closed",
+            Code::AccountNotEmpty => "account_not_empty",
+            Code::NoHistory => "no_history",
         }
     }
 
@@ -229,6 +245,9 @@ pub enum Info {
     Settlement(Box<Settlement>),
     /// What a `run_batch` applied, summed over every shard.
     Batch(Box<BatchFigures>),
+    /// The answer to `history`: a page of the account's statement (boxed,
+    /// as `Merchant`).
+    History(Box<HistoryPage>),
 }
 
 /// One settlement batch of a merchant, in minor units of its currency.
@@ -272,6 +291,47 @@ pub struct BatchFigures {
     pub held: u64,
     /// Those rejected (any rejection, `risk_rejected` included).
     pub rejected: u64,
+}
+
+/// One page of an account's statement, the answer to `history`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The account's currency: its exponent formats the amounts.
+    pub currency: Currency,
+    /// The entries asked for, newest (highest `seq`) first.
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// One entry of an account's statement: a keyed request that got a
+/// remembered outcome on the account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// 1 for the account's first entry, then 2, 3, ... without gaps.
+    pub seq: u64,
+    /// The request's id.
+    pub id: u64,
+    /// The request's op.
+    pub op: Op,
+    /// The result it got (for a queued debit: as `status` reports it).
+    pub result: Code,
+    /// Engine time, ms, when it was processed.
+    pub time: u64,
+    /// Minor units it added, took, held or captured, with the balance
+    /// right after it, when the result is `ok` or `held_for_review` and
+    /// money moved or was held; `None` for a void and any rejection.
+    pub moved: Option<Moved>,
+    /// The merchant the request named (debit, authorize, queue_debit).
+    pub merchant: Option<u64>,
+}
+
+/// What an entry moved or held, and the balance right after it, in minor
+/// units of the account's currency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moved {
+    /// What the request added, took, held or captured (> 0).
+    pub amount: i64,
+    /// The account's balance right after it.
+    pub balance: i64,
 }
 
 /// A merchant's figures, in minor units of its currency. Exact whatever

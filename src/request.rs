@@ -36,6 +36,9 @@ pub enum Request {
         /// How far below zero `available` may go, in major units (>= 0);
         /// `None` is no overdraft ("0").
         overdraft: Option<AmountArg>,
+        /// `true`: the account keeps a statement of its keyed requests
+        /// (`history`). The line format's default is `false`.
+        history: bool,
     },
     /// `deposit`: balance += amount.
     Deposit {
@@ -209,6 +212,24 @@ pub enum Request {
         /// The merchant settled.
         merchant: MerchantId,
     },
+    /// `close_account`: the account is closed for good (its balance must
+    /// be zero, with no active hold and no queued debit). Not keyed.
+    CloseAccount {
+        /// The account closed.
+        account: AccountId,
+    },
+    /// `history`: a query of an account's statement, newest entry first;
+    /// the outcome carries [`Info::History`](crate::Info::History).
+    History {
+        /// The account asked about (it must have been opened with history).
+        account: AccountId,
+        /// At most this many entries, 1..=1000 (the codec rejects others as
+        /// malformed; the engine takes 0 as 1 and more than 1000 as 1000);
+        /// `None` is 20.
+        limit: Option<u16>,
+        /// Only entries with `seq` below this, 1..=2^64-1; `None`: no bound.
+        before: Option<u64>,
+    },
     /// A step the engine takes on every shard on a user's behalf (the
     /// second step of a `settle`, a `run_batch` stamped with one time); it
     /// is written to the logs like any request. Nothing outside the crate
@@ -327,16 +348,20 @@ pub enum Op {
     /// [`Request::Merchant`].
     Merchant,
     /// [`Request::QueueDebit`].
-    QueueDebit,
+    QueueDebit = 16,
     /// [`Request::RunBatch`].
-    RunBatch,
+    RunBatch = 17,
     /// [`Request::Settle`] (and the engine's second step of one).
-    Settle,
+    Settle = 18,
+    /// [`Request::CloseAccount`].
+    CloseAccount = 19,
+    /// [`Request::History`].
+    History = 20,
 }
 
 impl Op {
     /// Every op, in discriminant order (`ALL[op as usize] == op`).
-    pub const ALL: [Op; 19] = [
+    pub const ALL: [Op; 21] = [
         Op::OpenAccount,
         Op::Deposit,
         Op::Debit,
@@ -356,6 +381,8 @@ impl Op {
         Op::QueueDebit,
         Op::RunBatch,
         Op::Settle,
+        Op::CloseAccount,
+        Op::History,
     ];
 
     /// The SPEC name of the op (`"open_account"`, ...).
@@ -380,6 +407,8 @@ impl Op {
             Op::QueueDebit => "queue_debit",
             Op::RunBatch => "run_batch",
             Op::Settle => "settle",
+            Op::CloseAccount => "close_account",
+            Op::History => "history",
         }
     }
 
@@ -418,6 +447,8 @@ impl Request {
             Request::RunBatch => Op::RunBatch,
             Request::Settle { .. } => Op::Settle,
             Request::Internal(Internal(step)) => step.op(),
+            Request::CloseAccount { .. } => Op::CloseAccount,
+            Request::History { .. } => Op::History,
         }
     }
 
@@ -439,7 +470,9 @@ impl Request {
             | Request::Unfreeze { account }
             | Request::Balance { account }
             | Request::Status { account, .. }
-            | Request::QueueDebit { account, .. } => Some(account),
+            | Request::QueueDebit { account, .. }
+            | Request::CloseAccount { account }
+            | Request::History { account, .. } => Some(account),
             Request::AdvanceClock { .. }
             | Request::OpenMerchant { .. }
             | Request::Merchant { .. }

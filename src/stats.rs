@@ -171,6 +171,12 @@ pub struct ShardStats {
     /// Bytes of the queue of waiting debits and its per-account counts
     /// (their keys are in `key_bytes`).
     pub queued_bytes: usize,
+    /// Accounts that keep a statement (opened with history).
+    pub history_accounts: usize,
+    /// Statement entries kept, over all of them.
+    pub history_entries: usize,
+    /// Bytes the statements take (their map and their entries' capacity).
+    pub history_bytes: usize,
     /// Batches waiting in the shard's queue when the reading was taken
     /// (read live; a batch holds up to a client's batch size of requests).
     pub queued_batches: usize,

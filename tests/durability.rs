@@ -51,6 +51,7 @@ fn setup(engine: &Engine) {
         account: 1,
         currency: Some(Currency::USD),
         overdraft: None,
+        history: false,
     };
     assert_eq!(c.submit(open).code, Code::Ok);
     let deposit = Request::Deposit {
@@ -244,6 +245,7 @@ fn a_full_disk_refuses_requests_and_loses_nothing() {
         account: 1,
         currency: Some(Currency::USD),
         overdraft: None,
+        history: false,
     };
     let mut c = engine.client();
     assert_eq!(c.submit(open.clone()).code, Code::StorageUnavailable);
@@ -406,6 +408,7 @@ fn stats_count_requests_rounds_and_timed_syncs() {
         account: 1,
         currency: Some(Currency::USD),
         overdraft: None,
+        history: false,
     });
     client.submit(Request::Deposit {
         id: 1,
@@ -535,6 +538,7 @@ fn merchants_and_clearings_survive_a_reopen() {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         });
         c.submit(Request::Deposit {
             id: 1,
@@ -596,6 +600,7 @@ fn settled_session(dir: &Path, two_shards: &EngineConfig) -> debitcore::Outcome 
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         });
         c.submit(Request::Deposit {
             id: 1,
@@ -757,4 +762,176 @@ fn a_settle_cut_without_its_close_is_absent_and_its_retry_settles() {
     drop(c);
     drop(engine);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Closed accounts and statements, from a log alone and from a snapshot
+/// with log after it: after a reopen every statement is the same, entry
+/// for entry, closed accounts still refuse, and new entries number on.
+#[test]
+fn closing_and_statements_survive_a_reopen() {
+    for (name, snapshot_every_bytes) in [("history-log", 512 << 20), ("history-snap", 8 << 10)] {
+        let dir = tempdir(name);
+        let two_shards = EngineConfig {
+            shards: 2,
+            wal: WalOptions {
+                segment_bytes: 16 << 10,
+                snapshot_every_bytes,
+                ..WalOptions::default()
+            },
+            ..config(&dir, WalOptions::default())
+        };
+        let engine = Engine::open(two_shards.clone()).unwrap();
+        let mut c = engine.client();
+        let accounts = 1..=6u64;
+        for account in accounts.clone() {
+            let open = Request::OpenAccount {
+                account,
+                currency: Some(Currency::EUR),
+                overdraft: None,
+                history: account % 3 != 0,
+            };
+            assert_eq!(c.submit(open).code, Code::Ok);
+        }
+        // Enough traffic to pass the snapshot threshold several times.
+        for round in 0..60u64 {
+            c.submit(Request::AdvanceClock { ms: 250 });
+            for account in accounts.clone() {
+                let id = 10 * round;
+                c.submit(Request::Deposit {
+                    id: id + 1,
+                    account,
+                    amount: amount("10"),
+                });
+                c.submit(Request::Authorize {
+                    id: id + 2,
+                    account,
+                    amount: amount("4"),
+                    expires_in_ms: None,
+                    merchant: None,
+                });
+                c.submit(Request::Capture {
+                    id: id + 3,
+                    account,
+                    auth: id + 2,
+                    amount: Some(amount("1.5")),
+                    is_final: true,
+                });
+                c.submit(Request::Debit {
+                    id: id + 4,
+                    account,
+                    amount: amount("100"),
+                    merchant: None,
+                });
+                c.submit(Request::Refund {
+                    id: id + 5,
+                    account,
+                    of: id + 3,
+                    amount: Some(amount("0.5")),
+                });
+            }
+        }
+        // Empty and close accounts 1 (history) and 3 (none).
+        for account in [1, 3] {
+            let Info::Balance { balance, .. } = c.submit(Request::Balance { account }).info else {
+                panic!("a balance");
+            };
+            let all = AmountArg::parse(&format!("{}.{:02}", balance / 100, balance % 100));
+            let debit = Request::Debit {
+                id: 9_999,
+                account,
+                amount: all,
+                merchant: None,
+            };
+            assert_eq!(c.submit(debit).code, Code::Ok);
+            assert_eq!(c.submit(Request::CloseAccount { account }).code, Code::Ok);
+            let late = Request::Deposit {
+                id: 10_000,
+                account,
+                amount: amount("1"),
+            };
+            assert_eq!(c.submit(late).code, Code::AccountClosed);
+        }
+        let statements = |c: &mut debitcore::Client| -> Vec<debitcore::Outcome> {
+            let mut out = Vec::new();
+            for account in accounts.clone() {
+                for (limit, before) in [(Some(1000), None), (Some(7), Some(100)), (None, None)] {
+                    out.push(c.submit(Request::History {
+                        account,
+                        limit,
+                        before,
+                    }));
+                }
+                out.push(c.submit(Request::Balance { account }));
+            }
+            out
+        };
+        let before = statements(&mut c);
+        let Info::History(page) = &before[0].info else {
+            panic!("{:?}", before[0]);
+        };
+        assert_eq!(
+            page.entries.len(),
+            60 * 5 + 2,
+            "account 1's whole statement"
+        );
+        assert_eq!(page.entries[0].result, Code::AccountClosed);
+        assert_eq!(before[4 * 2].code, Code::NoHistory, "account 3 has none");
+        drop(c);
+        drop(engine);
+
+        let engine = Engine::open(two_shards).unwrap();
+        if snapshot_every_bytes < 1 << 20 {
+            let report = engine.recovery_report();
+            assert!(
+                report.iter().all(|r| r.snapshot_lsn > 0),
+                "every shard started from a snapshot: {report:?}"
+            );
+        }
+        let mut c = engine.client();
+        assert_eq!(
+            statements(&mut c),
+            before,
+            "{name}: statements after the reopen"
+        );
+        for account in [1, 3] {
+            assert_eq!(
+                c.submit(Request::CloseAccount { account }).code,
+                Code::AccountClosed
+            );
+            let late = Request::Deposit {
+                id: 10_000,
+                account,
+                amount: amount("1"),
+            };
+            assert!(
+                c.submit(late).replayed,
+                "a key seen after the close replays"
+            );
+        }
+        let reopen = Request::OpenAccount {
+            account: 1,
+            currency: Some(Currency::EUR),
+            overdraft: None,
+            history: false,
+        };
+        assert_eq!(c.submit(reopen).code, Code::AccountExists);
+        let next = Request::Deposit {
+            id: 20_000,
+            account: 2,
+            amount: amount("1"),
+        };
+        assert_eq!(c.submit(next).code, Code::Ok);
+        let newest = c.submit(Request::History {
+            account: 2,
+            limit: Some(1),
+            before: None,
+        });
+        let Info::History(page) = &newest.info else {
+            panic!("{newest:?}");
+        };
+        assert_eq!(page.entries[0].seq, 60 * 5 + 1, "numbering goes on");
+        drop(c);
+        drop(engine);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -107,10 +107,10 @@ fn dump(dir: &Path, args: &[&str]) -> Vec<Value> {
 fn logged(op: &str, outcome: &Value) -> bool {
     let result = outcome["result"].as_str().unwrap();
     match op {
-        "balance" | "status" => false,
+        "balance" | "status" | "history" => false,
         "advance_clock" => true,
         _ if result == "malformed" => false,
-        "open_account" | "freeze" | "unfreeze" | "set_limits" => result == "ok",
+        "open_account" | "freeze" | "unfreeze" | "set_limits" | "close_account" => result == "ok",
         _ => {
             outcome.get("replayed").is_none()
                 && !matches!(result, "id_conflict" | "unknown_account")
@@ -383,6 +383,75 @@ fn account_filter_prints_its_audit_trail() {
     );
 }
 
+/// An account's audit trail (`inspect --account N`) and its statement
+/// (`history`) tell one story: the trail's keyed records, in log order,
+/// are the statement's entries, in seq order (same id, op and result; the
+/// amount a deposit, debit or authorize names is what its entry moved),
+/// across two runs over one directory. Closing is in the trail only (it is
+/// not keyed), and nothing the statement has is missing from the trail.
+#[test]
+fn the_audit_trail_and_the_statement_agree() {
+    let dir = TempDir::new("story");
+    let first = [
+        r#"{"op":"open_account","account":8,"currency":"USD","history":true}"#,
+        r#"{"op":"open_merchant","merchant":3,"currency":"USD"}"#,
+        r#"{"op":"deposit","id":1,"account":8,"amount":"50.00"}"#,
+        r#"{"op":"debit","id":2,"account":8,"amount":"20","merchant":3}"#,
+        r#"{"op":"debit","id":2,"account":8,"amount":"20","merchant":3}"#,
+        r#"{"op":"debit","id":3,"account":8,"amount":"80"}"#,
+        r#"{"op":"authorize","id":4,"account":8,"amount":"10.5"}"#,
+        r#"{"op":"advance_clock","ms":700}"#,
+        r#"{"op":"capture","id":5,"account":8,"auth":4,"amount":"4","final":false}"#,
+        r#"{"op":"void","id":6,"account":8,"auth":4}"#,
+        r#"{"op":"refund","id":7,"account":8,"of":2,"amount":"1.25"}"#,
+        r#"{"op":"deposit","id":8,"account":8,"amount":"1.234"}"#,
+    ];
+    let outcomes = run(&dir.0, SHARDS, &first);
+    assert!(
+        outcomes.iter().all(|o| o["result"] != "malformed"),
+        "{outcomes:?}"
+    );
+    let second = [
+        r#"{"op":"debit","id":9,"account":8,"amount":"27.25"}"#,
+        r#"{"op":"close_account","account":8}"#,
+        r#"{"op":"deposit","id":10,"account":8,"amount":"1"}"#,
+        r#"{"op":"history","account":8,"limit":1000}"#,
+    ];
+    let outcomes = run(&dir.0, SHARDS, &second);
+    assert_eq!(outcomes[1]["result"], "ok", "{outcomes:?}");
+    let mut entries: Vec<Value> = outcomes[3]["entries"].as_array().unwrap().clone();
+    entries.reverse();
+    assert_eq!(entries.len(), 10, "{entries:?}");
+    let trail = dump(&dir.0, &["--account", "8"]);
+    let keyed: Vec<&Value> = trail
+        .iter()
+        .filter(|r| r["request"].get("id").is_some())
+        .collect();
+    assert_eq!(keyed.len(), entries.len(), "{trail:?}");
+    for (seq, (record, entry)) in keyed.iter().zip(&entries).enumerate() {
+        assert_eq!(entry["seq"], seq as u64 + 1);
+        assert_eq!(record["request"]["id"], entry["id"], "{record} / {entry}");
+        assert_eq!(record["op"], entry["op"], "{record} / {entry}");
+        assert_eq!(record["result"], entry["result"], "{record} / {entry}");
+        assert_eq!(record["request"].get("merchant"), entry.get("merchant"));
+        let named = ["deposit", "debit", "authorize"].contains(&record["op"].as_str().unwrap());
+        if named && entry.get("amount").is_some() {
+            let number = |v: &Value| v.as_str().unwrap().parse::<f64>().unwrap();
+            assert_eq!(
+                number(&record["request"]["amount"]),
+                number(&entry["amount"])
+            );
+        }
+    }
+    let ops: Vec<&str> = trail.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(ops.first(), Some(&"open_account"));
+    assert_eq!(
+        trail[0]["request"],
+        serde_json::json!({"op":"open_account","account":8,"currency":"USD","history":true})
+    );
+    assert!(ops.contains(&"close_account"), "{ops:?}");
+}
+
 /// Every file of a directory tree with its bytes and modification time.
 fn fingerprint(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, std::time::SystemTime)> {
     let mut files = BTreeMap::new();
@@ -640,6 +709,7 @@ fn snapshots_and_several_segments_are_verified() {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history: false,
         });
     }
     for id in 1..=1500u64 {

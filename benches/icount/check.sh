@@ -19,7 +19,7 @@ BASELINE=benches/icount/baseline.txt
 # Gated workloads. engine_debit exists but is not gated (two threads: its
 # count depends on scheduling; README.md). log_record: add it here once the
 # write-ahead log exists, then run --update.
-WORKLOADS=(debit debit_merchant debit_limited authorize_capture log_record)
+WORKLOADS=(debit debit_merchant debit_history debit_limited authorize_capture log_record)
 # Units per run. Setup is identical for every N, so the difference of two
 # runs divided by N2 - N1 is the cost of one unit. N2 <= 200000 (the
 # example's UNITS_MAX). Changing either means a new baseline.

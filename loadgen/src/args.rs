@@ -60,6 +60,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub limits_fraction: f64,
 
+    /// Fraction of accounts (0..1) opened with history (a statement of
+    /// every keyed request), chosen independently of the limited ones.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub history_fraction: f64,
+
     /// Durability mode: `sync` (outcome after fdatasync), `batched` (flushes
     /// wait up to 1 ms for company), `none` (no log).
     #[arg(long, value_enum, default_value_t = Durability::Sync)]
@@ -165,6 +170,7 @@ pub struct Config {
     pub id_order: IdOrder,
     pub rate: Option<f64>,
     pub limits_fraction: f64,
+    pub history_fraction: f64,
     pub durability: Durability,
     pub data_dir: Option<PathBuf>,
     pub json: Option<PathBuf>,
@@ -222,6 +228,7 @@ impl Args {
             id_order: self.id_order,
             rate: self.rate,
             limits_fraction: self.limits_fraction,
+            history_fraction: self.history_fraction,
             durability: self.durability,
             data_dir: self.data_dir,
             json: self.json,
@@ -344,6 +351,7 @@ mod tests {
         assert_eq!(config.id_order, IdOrder::Random);
         assert_eq!(config.rate, None);
         assert_eq!(config.limits_fraction, 0.0);
+        assert_eq!(config.history_fraction, 0.0);
         assert_eq!(config.durability, Durability::Sync);
     }
 
@@ -359,6 +367,7 @@ mod tests {
             "--id-order=sequential",
             "--rate=500000",
             "--limits-fraction=0.1",
+            "--history-fraction=0.25",
             "--json=out.json",
             "--seed=9",
         ])
@@ -372,6 +381,7 @@ mod tests {
         assert_eq!(config.id_order, IdOrder::Sequential);
         assert_eq!(config.rate, Some(500_000.0));
         assert_eq!(config.limits_fraction, 0.1);
+        assert_eq!(config.history_fraction, 0.25);
         assert_eq!(config.seed, 9);
     }
 
@@ -391,6 +401,7 @@ mod tests {
             &["--id-order=shuffled"],
             &["--rate=0"],
             &["--limits-fraction=1.5"],
+            &["--history-fraction=-0.1"],
             &["--durability=fast"],
             &["--in-flight=0"],
             &["--no-such-flag"],

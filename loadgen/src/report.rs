@@ -537,6 +537,8 @@ pub struct EngineTotals {
     pub holds: usize,
     pub account_bytes: usize,
     pub key_bytes: usize,
+    pub history_entries: usize,
+    pub history_bytes: usize,
     pub log_bytes: u64,
     pub log_syncs: u64,
     /// Merchants (every shard has each), and the bytes of all shards'
@@ -556,6 +558,8 @@ impl EngineTotals {
             t.holds += s.holds;
             t.account_bytes += s.account_bytes;
             t.key_bytes += s.key_bytes;
+            t.history_entries += s.history_entries;
+            t.history_bytes += s.history_bytes;
             t.log_bytes += s.log_bytes;
             t.log_syncs += s.log_syncs;
             t.merchants = t.merchants.max(s.merchants);
@@ -596,11 +600,12 @@ pub fn print_header(machine: &Machine, config: &Config) {
             format!("open loop at {} req/s", thousands(r as u64))
         });
     println!(
-        "workload  mix {}, skew {}, ids {}, limits on {}% of accounts, {}",
+        "workload  mix {}, skew {}, ids {}, limits on {}% of accounts, history on {}%, {}",
         config.mix,
         config.skew,
         config.id_order.name(),
         config.limits_fraction * 100.0,
+        config.history_fraction * 100.0,
         rate,
     );
     println!(
@@ -620,6 +625,7 @@ pub fn print_header(machine: &Machine, config: &Config) {
 pub struct SetupReport {
     pub accounts: u64,
     pub limited: u64,
+    pub with_history: u64,
     pub requests: u64,
     pub seconds: f64,
     pub rss_mb_after: Option<f64>,
@@ -631,9 +637,10 @@ pub struct SetupReport {
 impl SetupReport {
     pub fn print(&self) {
         println!(
-            "setup     opened and funded {} accounts ({} with limits): {} requests in {:.2} s, {} req/s; RSS {}",
+            "setup     opened and funded {} accounts ({} with limits, {} with history): {} requests in {:.2} s, {} req/s; RSS {}",
             thousands(self.accounts),
             thousands(self.limited),
+            thousands(self.with_history),
             thousands(self.requests),
             self.seconds,
             thousands((self.requests as f64 / self.seconds.max(1e-9)) as u64),
@@ -645,6 +652,7 @@ impl SetupReport {
         json!({
             "accounts": self.accounts,
             "accounts_with_limits": self.limited,
+            "accounts_with_history": self.with_history,
             "requests": self.requests,
             "seconds": self.seconds,
             "requests_per_s": self.requests as f64 / self.seconds.max(1e-9),
@@ -839,6 +847,14 @@ impl Summary {
                 e.queued_bytes as f64 / e.queued_debits as f64,
             );
         }
+        if e.history_entries > 0 {
+            println!(
+                "  engine      {} statement entries, {:.1} MB, {:.1} bytes an entry (rings' capacity and map included)",
+                thousands(e.history_entries as u64),
+                e.history_bytes as f64 / 1048576.0,
+                e.history_bytes as f64 / e.history_entries as f64,
+            );
+        }
         let rounds = &self.timings.rounds;
         let syncs = &self.timings.syncs;
         println!(
@@ -917,6 +933,7 @@ impl Summary {
                 "id_order": config.id_order.name(),
                 "rate": config.rate,
                 "limits_fraction": config.limits_fraction,
+                "history_fraction": config.history_fraction,
                 "durability": config.durability.name(),
                 "seed": config.seed,
                 "in_flight": config.in_flight,
@@ -948,6 +965,8 @@ impl Summary {
                     "holds": self.engine.holds,
                     "account_bytes": self.engine.account_bytes,
                     "key_bytes": self.engine.key_bytes,
+                    "history_entries": self.engine.history_entries,
+                    "history_bytes": self.engine.history_bytes,
                 },
                 "engine_timings": self.timings.to_json(),
                 "log_mb_per_s": Value::Null,

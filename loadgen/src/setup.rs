@@ -59,6 +59,12 @@ pub fn has_limits(index: u64, fraction: f64, seed: u64) -> bool {
     (h as f64) < fraction * 18_446_744_073_709_551_616.0
 }
 
+/// Whether account `index` is opened with history: as [`has_limits`],
+/// with another salt, so the two choices are independent.
+pub fn has_history(index: u64, fraction: f64, seed: u64) -> bool {
+    has_limits(index, fraction, seed ^ 0x4157_0000_0000_0001)
+}
+
 /// Opens and funds every account; returns what it took.
 pub fn fund(engine: &Engine, config: &Config) -> SetupReport {
     if config.merchants > 0 {
@@ -98,10 +104,11 @@ pub fn fund(engine: &Engine, config: &Config) -> SetupReport {
     });
     let seconds = started.elapsed().as_secs_f64();
     let mut outcomes = [[0u64; CODE_COUNT]; 3];
-    let (mut requests, mut limited, mut lost) = (0, 0, 0);
+    let (mut requests, mut limited, mut lost, mut with_history) = (0, 0, 0, 0);
     for result in &results {
         requests += result.sent;
         limited += result.limited;
+        with_history += result.with_history;
         lost += result.lost;
         for (total, part) in outcomes.iter_mut().zip(&result.outcomes) {
             for (a, b) in total.iter_mut().zip(part) {
@@ -120,6 +127,7 @@ pub fn fund(engine: &Engine, config: &Config) -> SetupReport {
     SetupReport {
         accounts: config.accounts,
         limited,
+        with_history,
         requests,
         seconds,
         rss_mb_after: proc_status_mb("VmRSS"),
@@ -132,6 +140,7 @@ pub fn fund(engine: &Engine, config: &Config) -> SetupReport {
 struct ThreadResult {
     sent: u64,
     limited: u64,
+    with_history: u64,
     lost: u64,
     outcomes: [[u64; CODE_COUNT]; 3],
 }
@@ -245,10 +254,14 @@ fn fund_range(
     let deposit = AmountArg::from_minor(DEPOSIT_MINOR, USD_EXPONENT);
     for index in range {
         let account = account_id(index);
+        let history = config.history_fraction > 0.0
+            && has_history(index, config.history_fraction, config.seed);
+        pipeline.result.with_history += u64::from(history);
         let open = Request::OpenAccount {
             account,
             currency: Some(Currency::USD),
             overdraft: None,
+            history,
         };
         pipeline.send(0, open);
         let fund = Request::Deposit {

@@ -21,9 +21,17 @@ pub(super) struct Account {
     pub(super) ext: u32,
     pub(super) currency: Currency,
     pub(super) frozen: bool,
+    /// [`CLOSED`] | [`HISTORY`], in a byte that was padding: a plain
+    /// account's is 0, so the keyed frame pays one byte test for both.
+    pub(super) flags: u8,
 }
 
 const _: () = assert!(std::mem::size_of::<Account>() == 48);
+
+/// `Account::flags`: the account was closed (`close_account`), for good.
+pub(super) const CLOSED: u8 = 1;
+/// `Account::flags`: the account keeps a statement (`"history": true`).
+pub(super) const HISTORY: u8 = 2;
 
 pub(super) const EXT_NONE: u32 = u32::MAX;
 
@@ -43,6 +51,7 @@ impl Shard {
         account: AccountId,
         currency: Option<Currency>,
         overdraft: Option<AmountArg>,
+        history: bool,
     ) -> Code {
         if self.slot_of(account).is_some() {
             return Code::AccountExists;
@@ -69,12 +78,16 @@ impl Shard {
             ext: EXT_NONE,
             currency,
             frozen: false,
+            flags: if history { HISTORY } else { 0 },
         };
         if overdraft > 0 {
             record.ext = self.new_ext(overdraft);
         }
         self.accounts.push(record);
         self.index.insert(account, slot);
+        if history {
+            self.histories.insert(slot, History::default());
+        }
         Code::Ok
     }
 
@@ -86,8 +99,10 @@ impl Shard {
         u32::try_from(self.exts.len() - 1).expect("fewer than 2^32 extended accounts")
     }
 
+    /// `freeze` / `unfreeze`: `unknown_account`, then `account_closed`.
     pub(super) fn set_frozen(&mut self, account: AccountId, frozen: bool) -> Outcome {
         match self.slot_of(account) {
+            Some(slot) if self.is_closed(slot) => Outcome::new(Code::AccountClosed),
             Some(slot) => {
                 self.accounts[slot as usize].frozen = frozen;
                 Outcome::new(Code::Ok)

@@ -60,8 +60,8 @@ impl Shard {
         (Code::Queued, 0)
     }
 
-    /// Whether a queued debit of the account in `slot` waits for a batch.
-    #[allow(dead_code)] // close_account (being built) asks it
+    /// Whether a queued debit of the account in `slot` waits for a batch
+    /// (`close_account` is `account_not_empty` while one does).
     pub(super) fn has_queued_debits(&self, slot: u32) -> bool {
         self.queued_per_slot.contains_key(&slot)
     }
@@ -100,6 +100,11 @@ impl Shard {
         let mut figures = BatchFigures::default();
         for q in &queue {
             let (code, moved) = self.apply_queued(q);
+            if self.accounts[q.slot as usize].flags & HISTORY != 0 {
+                // Its statement entry gets its result, and what it took or
+                // held with the balance after it.
+                self.history_update_queued(q.slot, q.id, code, q.minor);
+            }
             figures.applied += 1;
             match code {
                 Code::Ok => figures.ok += 1,

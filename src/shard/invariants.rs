@@ -13,6 +13,12 @@ impl Shard {
                     i128::from(a.balance) - i128::from(a.held) >= -i128::from(self.overdraft(a)),
                     "account {account}: available below the overdraft floor"
                 );
+                assert!(
+                    a.flags & CLOSED == 0 || (a.balance == 0 && a.held == 0),
+                    "closed account {account}: balance {} held {}",
+                    a.balance,
+                    a.held
+                );
             }
         }
     }
@@ -69,7 +75,9 @@ impl Shard {
             ));
         }
         self.check_refundable()?;
-        self.check_queued()
+        self.check_queued()?;
+        self.check_closed()?;
+        self.check_histories()
     }
 
     /// Every queued debit has its key, still answered `queued`, and the

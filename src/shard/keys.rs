@@ -2,13 +2,19 @@
 //! conflict, or first time), what a key compares by, and forgetting keys
 //! past the dedup window.
 
+use super::history::Before;
 use super::*;
 
 impl Shard {
     /// The common frame of every keyed request: unknown account, replay or
     /// conflict, else `body` decides and the key is remembered with its
     /// outcome (rejections included), and with what it moved if a refund
-    /// may need it.
+    /// may need it. `merchant` is the one the request names (debit,
+    /// authorize): only a statement entry needs it here.
+    ///
+    /// A closed account, or one that keeps a statement, takes the cold
+    /// path ([`Shard::keyed_flagged`]) once the key is known to be new: a
+    /// plain account pays one byte test for both.
     #[inline]
     pub(super) fn keyed(
         &mut self,
@@ -16,6 +22,7 @@ impl Shard {
         id: TxnId,
         op: Op,
         fields: Fields,
+        merchant: Option<MerchantId>,
         body: impl FnOnce(&mut Shard, u32) -> (Code, i64),
     ) -> Outcome {
         let Some(slot) = self.slot_of(account) else {
@@ -50,7 +57,70 @@ impl Shard {
             Err(vacant) => vacant,
         };
         let payload = fields.payload(op, exponent);
+        // The one test a plain account pays: its flag byte is 0. `body`
+        // is called in one place only, so that it inlines here.
+        let mut statement = None;
+        if self.accounts[slot as usize].flags != 0 {
+            match self.keyed_flagged(slot, id, op, payload, vacant, merchant) {
+                // Built here, not returned from the call: an outcome
+                // moved out of the cold path's answer would make every
+                // arm of `apply` build its outcome on the stack first.
+                None => return Outcome::new(Code::AccountClosed),
+                before => statement = before,
+            }
+        }
         let (code, moved) = body(self, slot);
+        self.remember(slot, id, op, payload, vacant, code, moved);
+        if let Some(before) = statement {
+            self.keyed_entry(slot, id, op, code, before, merchant);
+        }
+        Outcome::new(code)
+    }
+
+    /// The keyed frame for a closed account or one with a statement, the
+    /// key being new: on a closed account, `account_closed` is remembered
+    /// (and, with history, its entry added) without running the op, and
+    /// `None` says so; else the account's balance and held before the op,
+    /// for its entry.
+    #[cold]
+    #[inline(never)]
+    fn keyed_flagged(
+        &mut self,
+        slot: u32,
+        id: TxnId,
+        op: Op,
+        payload: Payload,
+        vacant: usize,
+        merchant: Option<MerchantId>,
+    ) -> Option<Before> {
+        let a = &self.accounts[slot as usize];
+        let (flags, before) = (a.flags, (a.balance, a.held));
+        if flags & CLOSED == 0 {
+            return Some(before);
+        }
+        let code = Code::AccountClosed;
+        self.remember(slot, id, op, payload, vacant, code, 0);
+        if flags & HISTORY != 0 {
+            self.keyed_entry(slot, id, op, code, before, merchant);
+        }
+        None
+    }
+
+    /// Remembers the new key `id` on `slot` in the cell `vacant` (from
+    /// its probe) with its outcome, and what it moved beside it where its
+    /// record cannot hold it.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn remember(
+        &mut self,
+        slot: u32,
+        id: TxnId,
+        op: Op,
+        payload: Payload,
+        vacant: usize,
+        code: Code,
+        moved: i64,
+    ) {
         debug_assert!(moved == 0 || code == Code::Ok);
         match payload {
             // An ok debit moved the amount it names: the record keeps what
@@ -80,7 +150,6 @@ impl Shard {
                 payload,
             ),
         );
-        Outcome::new(code)
     }
 
     pub(super) fn generation(&self) -> u64 {
@@ -135,6 +204,10 @@ impl Shard {
         let refunded = &mut self.refunded;
         let capture_amounts = &mut self.capture_amounts;
         let cleared_to = &mut self.cleared_to;
+        let histories = &self.histories;
+        // Accounts with statements that lost keys: their front entries
+        // may go now (`history_forget`, once the sweep step is done).
+        let mut touched: Vec<u32> = Vec::new();
         self.keys.sweep_step(cells, |record| {
             // Keys that came after the sweep began are of `current`. Every
             // other record was written at or after the generation before
@@ -157,8 +230,19 @@ impl Shard {
             if !cleared_to.is_empty() {
                 cleared_to.remove(&key);
             }
+            if !histories.is_empty()
+                && touched.last() != Some(&record.slot)
+                && histories.contains_key(&record.slot)
+            {
+                touched.push(record.slot);
+            }
             true
         });
+        if !touched.is_empty() {
+            touched.sort_unstable();
+            touched.dedup();
+            self.history_forget(&touched);
+        }
     }
 
     /// Re-expresses the generations of a shard restored from a snapshot

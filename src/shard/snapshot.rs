@@ -11,7 +11,9 @@ use crate::outcome::Settlement;
 /// merchant; then merchants and where clearings went; and, last, the
 /// number of requests every shard sees (`Shard::broadcasts`) applied.
 /// 4: then merchants' cuts waiting for their settle's close, settle keys,
-/// and the queued debits. All four are read.
+/// and the queued debits; then, last, the flags of closed accounts and of
+/// those with history (slot, flags, for every account with any), and the
+/// statements (slot, first seq, entries). All four are read.
 pub(crate) const SNAPSHOT_VERSION: u64 = 4;
 
 /// Snapshot encoding: every table, little-endian, in slot order. The
@@ -155,6 +157,39 @@ impl Shard {
             w.u64(u64::from(q.slot));
             w.u64(u64::from(q.has_merchant));
         }
+        let flagged: Vec<(usize, u8)> = self
+            .accounts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.flags != 0)
+            .map(|(slot, a)| (slot, a.flags))
+            .collect();
+        w.u64(flagged.len() as u64);
+        for (slot, flags) in flagged {
+            w.u64(slot as u64);
+            w.u64(u64::from(flags));
+        }
+        let mut slots: Vec<u32> = self.histories.keys().copied().collect();
+        slots.sort_unstable();
+        w.u64(slots.len() as u64);
+        for slot in slots {
+            let h = &self.histories[&slot];
+            w.u64(u64::from(slot));
+            w.u64(h.first_seq);
+            w.u64(h.entries.len() as u64);
+            for e in &h.entries {
+                w.u64(e.id);
+                w.u64(e.time);
+                w.i64(e.amount);
+                w.i64(e.balance);
+                w.u64(e.merchant);
+                w.u64(
+                    u64::from(e.op as u8)
+                        | u64::from(e.result as u8) << 8
+                        | u64::from(e.flags) << 16,
+                );
+            }
+        }
     }
 
     /// Rebuilds a shard from [`Shard::encode_snapshot`]'s bytes; `None` if
@@ -207,6 +242,7 @@ impl Shard {
                 ext: u32::try_from(r.u64()?).ok()?,
                 currency: *Currency::ALL.get(r.u64()? as usize)?,
                 frozen: r.u64()? != 0,
+                flags: 0,
             };
             if shard.slot_of(id).is_some() {
                 return None;
@@ -408,6 +444,55 @@ impl Shard {
                 }
                 *shard.queued_per_slot.entry(q.slot).or_insert(0) += 1;
                 shard.queued.push(q);
+            }
+        }
+        // Before version 4 no account was closed or kept a statement.
+        if version >= 4 {
+            for _ in 0..r.len(16)? {
+                let slot = usize::try_from(r.u64()?).ok()?;
+                let flags = u8::try_from(r.u64()?).ok()?;
+                if slot == 0 || flags == 0 || flags & !(CLOSED | HISTORY) != 0 {
+                    return None;
+                }
+                let account = shard.accounts.get_mut(slot)?;
+                if account.flags != 0 {
+                    return None;
+                }
+                account.flags = flags;
+            }
+            for _ in 0..r.len(24)? {
+                let slot = u32::try_from(r.u64()?).ok()?;
+                let first_seq = r.u64()?;
+                let kept = r.len(48)?;
+                let mut entries = VecDeque::with_capacity(kept);
+                for _ in 0..kept {
+                    let (id, time, amount, balance, merchant) =
+                        (r.u64()?, r.u64()?, r.i64()?, r.i64()?, r.u64()?);
+                    let packed = r.u64()?;
+                    if packed >> 24 != 0 {
+                        return None;
+                    }
+                    let flags = (packed >> 16) as u8;
+                    if flags & !(history::HAS_AMOUNT | history::HAS_MERCHANT) != 0 {
+                        return None;
+                    }
+                    entries.push_back(history::Entry {
+                        id,
+                        time,
+                        amount,
+                        balance,
+                        merchant,
+                        op: *Op::ALL.get(usize::from(packed as u8))?,
+                        result: *Code::ALL.get(usize::from((packed >> 8) as u8))?,
+                        flags,
+                    });
+                }
+                shard.history_entries += entries.len();
+                shard.history_capacity += entries.capacity();
+                let history = History { first_seq, entries };
+                if shard.histories.insert(slot, history).is_some() {
+                    return None;
+                }
             }
         }
         if !r.0.is_empty() {

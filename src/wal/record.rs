@@ -410,10 +410,14 @@ impl<'a> Put<'a> {
                 account,
                 currency,
                 overdraft,
+                history,
             } => {
                 self.u64(account);
                 self.u8(currency.map_or(u8::MAX, |c| c as u8));
                 self.amount(overdraft);
+                if history {
+                    self.room[op_at] |= HISTORY_FLAG;
+                }
             }
             Request::Deposit {
                 id,
@@ -574,6 +578,16 @@ impl<'a> Put<'a> {
                     }
                 }
             },
+            Request::CloseAccount { account } => self.u64(account),
+            Request::History {
+                account,
+                limit,
+                before,
+            } => {
+                self.u64(account);
+                self.opt_u64(limit.map(u64::from));
+                self.opt_u64(before);
+            }
         }
     }
 
@@ -600,6 +614,10 @@ const MERCHANT_FOLLOWS: u8 = 0x80;
 /// as the user sent it) or the engine's second (the close).
 const SETTLE_CUT: u8 = 0;
 const SETTLE_CLOSE: u8 = 1;
+/// Bit 6 of an `open_account`'s op byte: the account keeps a statement
+/// (`"history": true`). No other op sets it; a log from before statements
+/// never does.
+const HISTORY_FLAG: u8 = 0x40;
 
 /// The merchant a debit or authorize names (the reference encoder's).
 #[cfg(test)]
@@ -682,8 +700,14 @@ pub fn decode_request_bytes(bytes: &[u8]) -> Option<Request> {
 
 fn decode_request(r: &mut Reader<'_>) -> Option<Request> {
     let byte = r.u8()?;
-    let op = *Op::ALL.get(usize::from(byte & !MERCHANT_FOLLOWS))?;
+    let op = *Op::ALL.get(usize::from(byte & !(MERCHANT_FOLLOWS | HISTORY_FLAG)))?;
     let mut request = decode_fields(op, r)?;
+    if byte & HISTORY_FLAG != 0 {
+        match &mut request {
+            Request::OpenAccount { history, .. } => *history = true,
+            _ => return None,
+        }
+    }
     if byte & MERCHANT_FOLLOWS != 0 {
         let named = r.u64()?;
         match &mut request {
@@ -707,6 +731,7 @@ fn decode_fields(op: Op, r: &mut Reader<'_>) -> Option<Request> {
                 c => Some(*Currency::ALL.get(usize::from(c))?),
             },
             overdraft: r.amount()?,
+            history: false,
         },
         Op::Deposit => Request::Deposit {
             id: r.u64()?,
@@ -834,6 +859,15 @@ fn decode_fields(op: Op, r: &mut Reader<'_>) -> Option<Request> {
             }
             _ => return None,
         },
+        Op::CloseAccount => Request::CloseAccount { account: r.u64()? },
+        Op::History => Request::History {
+            account: r.u64()?,
+            limit: match r.opt_u64()? {
+                None => None,
+                Some(limit) => Some(u16::try_from(limit).ok()?),
+            },
+            before: r.opt_u64()?,
+        },
     })
 }
 
@@ -849,11 +883,30 @@ mod tests {
                 account: u64::MAX,
                 currency: Some(Currency::KWD),
                 overdraft: Some(a),
+                history: false,
             },
             Request::OpenAccount {
                 account: 0,
                 currency: None,
                 overdraft: None,
+                history: false,
+            },
+            Request::OpenAccount {
+                account: 9,
+                currency: Some(Currency::EUR),
+                overdraft: Some(a),
+                history: true,
+            },
+            Request::CloseAccount { account: u64::MAX },
+            Request::History {
+                account: 3,
+                limit: None,
+                before: None,
+            },
+            Request::History {
+                account: 3,
+                limit: Some(1000),
+                before: Some(u64::MAX),
             },
             Request::Deposit {
                 id: 1,
@@ -1091,12 +1144,17 @@ mod tests {
                         0
                     },
             );
+            let op_at = out.len() - 1;
             match *request {
                 Request::OpenAccount {
                     account,
                     currency,
                     overdraft,
+                    history,
                 } => {
+                    if history {
+                        out[op_at] |= HISTORY_FLAG;
+                    }
                     put_u64(out, account);
                     out.push(currency.map_or(u8::MAX, |c| c as u8));
                     put_amount(out, overdraft);
@@ -1243,6 +1301,16 @@ mod tests {
                         }
                     }
                 },
+                Request::CloseAccount { account } => put_u64(out, account),
+                Request::History {
+                    account,
+                    limit,
+                    before,
+                } => {
+                    put_u64(out, account);
+                    put_opt_u64(out, limit.map(u64::from));
+                    put_opt_u64(out, before);
+                }
             }
             if let Some(merchant) = merchant {
                 put_u64(out, merchant);
@@ -1360,6 +1428,7 @@ mod tests {
                     account,
                     currency: Currency::ALL.get(i).copied(),
                     overdraft: amount,
+                    history: false,
                 },
                 Request::Capture {
                     id,
@@ -1425,6 +1494,7 @@ mod tests {
                 account: 9,
                 currency: Some(currency),
                 overdraft: None,
+                history: false,
             });
         }
         let mut records: Vec<Record> = requests

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// The outcome fields SPEC names; a test compares these and ignores others.
-pub const NAMED_FIELDS: [&str; 5] = ["balance", "held", "available", "op", "status"];
+pub const NAMED_FIELDS: [&str; 6] = ["balance", "held", "available", "op", "status", "entries"];
 
 /// The engine's default dedup window: 24 hours of engine time.
 pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 86_400_000;

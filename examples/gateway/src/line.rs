@@ -111,6 +111,46 @@ fn body_members(body: &[u8]) -> Result<&str, BadInput> {
     }
 }
 
+/// The integer fields a route takes from its query string (`history`'s
+/// `limit` and `before`): each parameter named in `names`, given once, as
+/// decimal digits; a name given with an empty value (`?limit=`) counts as
+/// omitted. Other parameters are ignored, as fields an op does not name
+/// are. The ranges are the codec's (`limit=0` is 400 `malformed` there).
+pub fn query_fields<'n>(
+    query: &str,
+    names: &[&'n str],
+    fields: &mut Vec<(&'n str, u64)>,
+) -> Result<(), BadInput> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(&name) = names.iter().find(|&&n| n == key) else {
+            continue;
+        };
+        if seen.contains(&name) {
+            return Err(BadInput::new(
+                GatewayError::Malformed,
+                format!("{name} given twice in the query string"),
+            ));
+        }
+        seen.push(name);
+        if value.is_empty() {
+            continue;
+        }
+        let value = parse_u64(value).ok_or_else(|| {
+            BadInput::new(
+                GatewayError::Malformed,
+                format!("{name} in the query string must be an unsigned 64-bit integer"),
+            )
+        })?;
+        fields.push((name, value));
+    }
+    Ok(())
+}
+
 /// Writes the request line for `op` and parses it with the engine's codec.
 ///
 /// `fields` are the route's integer fields (`account`, `auth`, `id`),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post, put, MethodRouter};
@@ -83,6 +83,10 @@ struct OpRoute {
     keyed: bool,
     /// The body gives fields (`false` for GETs: a body is ignored).
     reads_body: bool,
+    /// The query string's parameters with these names give integer
+    /// fields (`history`'s `limit` and `before`); every route ignores any
+    /// other parameter.
+    query_fields: &'static [&'static str],
 }
 
 const fn keyed(op: Op) -> OpRoute {
@@ -90,6 +94,7 @@ const fn keyed(op: Op) -> OpRoute {
         op,
         keyed: true,
         reads_body: true,
+        query_fields: &[],
     }
 }
 
@@ -98,6 +103,7 @@ const fn unkeyed(op: Op) -> OpRoute {
         op,
         keyed: false,
         reads_body: true,
+        query_fields: &[],
     }
 }
 
@@ -106,15 +112,25 @@ const fn query(op: Op) -> OpRoute {
         op,
         keyed: false,
         reads_body: false,
+        query_fields: &[],
+    }
+}
+
+/// A GET whose query string gives `fields` (integers).
+const fn query_with(op: Op, fields: &'static [&'static str]) -> OpRoute {
+    OpRoute {
+        query_fields: fields,
+        ..query(op)
     }
 }
 
 fn route(method: Method, op: OpRoute) -> MethodRouter<AppState> {
     let handler = move |State(state): State<AppState>,
                         path: Result<Path<Vec<(String, String)>>, PathRejection>,
+                        RawQuery(query): RawQuery,
                         headers: HeaderMap,
                         body: Result<Bytes, BytesRejection>| {
-        handle(state, op, path, headers, body)
+        handle(state, op, path, query, headers, body)
     };
     if method == Method::GET {
         get(handler)
@@ -125,9 +141,7 @@ fn route(method: Method, op: OpRoute) -> MethodRouter<AppState> {
     }
 }
 
-/// Every route. Issue 12's operations still to come will slot in beside
-/// these (see README.md, "Routes"): `POST /accounts/{account}/close`, `GET
-/// /accounts/{account}/history`.
+/// Every route (README.md, "Routes", lists them).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/accounts", route(Method::POST, unkeyed(Op::OpenAccount)))
@@ -178,6 +192,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/accounts/{account}/transactions/{id}",
             route(Method::GET, query(Op::Status)),
+        )
+        .route(
+            "/accounts/{account}/close",
+            route(Method::POST, unkeyed(Op::CloseAccount)),
+        )
+        .route(
+            "/accounts/{account}/history",
+            route(Method::GET, query_with(Op::History, &["limit", "before"])),
         )
         .route("/merchants", route(Method::POST, unkeyed(Op::OpenMerchant)))
         .route(
@@ -252,11 +274,12 @@ async fn handle(
     state: AppState,
     route: OpRoute,
     path: Result<Path<Vec<(String, String)>>, PathRejection>,
+    query: Option<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let answered = match to_request(route, path, &headers, body) {
+    let answered = match to_request(route, path, query.as_deref(), &headers, body) {
         Ok(request) => submit(&state.inner.backend, request).await,
         Err(bad) => bad_input(&bad),
     };
@@ -278,12 +301,14 @@ async fn handle(
 fn to_request(
     route: OpRoute,
     path: Result<Path<Vec<(String, String)>>, PathRejection>,
+    query: Option<&str>,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<debitcore::Request, BadInput> {
     let Path(params) = path.map_err(|e| BadInput::new(GatewayError::Malformed, e.body_text()))?;
     // At most three fields: account and auth (or a status's id) from the
-    // path, a keyed op's id from the header.
+    // path, a keyed op's id from the header (or history's two from the
+    // query string).
     let mut fields: Vec<(&str, u64)> = Vec::with_capacity(3);
     for (name, text) in &params {
         let name = match name.as_str() {
@@ -301,6 +326,7 @@ fn to_request(
         })?;
         fields.push((name, value));
     }
+    line::query_fields(query.unwrap_or(""), route.query_fields, &mut fields)?;
     if route.keyed {
         let mut keys = headers.get_all(IDEMPOTENCY_KEY).iter();
         let key = match (keys.next(), keys.next()) {
@@ -358,7 +384,7 @@ async fn submit(backend: &Backend, request: debitcore::Request) -> Answered {
 fn outcome_response(outcome: &Outcome) -> Answered {
     let code = outcome.code;
     let status = status::http_status(code);
-    let body = if code.is_effective() || code == Code::Queued {
+    let body = if status.is_success() {
         ok_body(outcome)
     } else {
         error_body(code.name(), status::message(code))
@@ -456,6 +482,35 @@ fn ok_body(outcome: &Outcome) -> String {
                 body.push_str("\":");
                 body.push_str(&value.to_string());
             }
+        }
+        Info::History(page) => {
+            let e = page.currency.exponent();
+            body.push_str(",\"entries\":[");
+            for (i, entry) in page.entries.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&format!(
+                    "{{\"seq\":{},\"id\":{},\"op\":\"{}\",\"result\":\"{}\",\"time\":{}",
+                    entry.seq,
+                    entry.id,
+                    entry.op.name(),
+                    entry.result.name(),
+                    entry.time
+                ));
+                if let Some(moved) = entry.moved {
+                    body.push_str(&format!(
+                        ",\"amount\":\"{}\",\"balance\":\"{}\"",
+                        debitcore::money::format_minor(moved.amount, e),
+                        debitcore::money::format_minor(moved.balance, e)
+                    ));
+                }
+                if let Some(merchant) = entry.merchant {
+                    body.push_str(&format!(",\"merchant\":{merchant}"));
+                }
+                body.push('}');
+            }
+            body.push(']');
         }
         Info::Status { op, status } => {
             body.push_str(",\"op\":\"");

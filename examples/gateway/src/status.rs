@@ -24,17 +24,21 @@ pub fn http_status(code: Code) -> StatusCode {
         Code::InsufficientFunds | Code::LimitExceeded | Code::RiskRejected => {
             StatusCode::PAYMENT_REQUIRED
         }
-        Code::UnknownAccount | Code::AuthNotFound | Code::UnknownId | Code::UnknownMerchant => {
-            StatusCode::NOT_FOUND
-        }
+        Code::UnknownAccount
+        | Code::AuthNotFound
+        | Code::UnknownId
+        | Code::UnknownMerchant
+        | Code::NoHistory => StatusCode::NOT_FOUND,
         Code::AccountExists
         | Code::MerchantExists
         | Code::AccountFrozen
         | Code::AuthExpired
         | Code::AuthNotActive
         | Code::CaptureStarted
+        | Code::ClockNotManual
         | Code::NothingToSettle
-        | Code::ClockNotManual => StatusCode::CONFLICT,
+        | Code::AccountClosed
+        | Code::AccountNotEmpty => StatusCode::CONFLICT,
         Code::UnsupportedCurrency
         | Code::InvalidAmount
         | Code::CurrencyMismatch
@@ -85,6 +89,11 @@ pub fn message(code: Code) -> &'static str {
         Code::NothingToSettle => {
             "the merchant's batch has no clearing and no charge-back: settle later with a new key"
         }
+        Code::AccountClosed => "the account is closed",
+        Code::AccountNotEmpty => {
+            "the account still has a balance, an active hold or a queued debit: it cannot close"
+        }
+        Code::NoHistory => "the account was not opened with history: it keeps no statement",
     }
 }
 

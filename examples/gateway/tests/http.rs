@@ -276,6 +276,71 @@ fn merchants_settle_and_batches_run_over_http() {
 }
 
 #[test]
+fn closing_and_statements_over_http() {
+    let gateway = Gateway::start(&["--shards", "2", "--clock", "manual"]);
+    #[rustfmt::skip]
+    let steps = [
+        step("POST", "/accounts", None, r#"{"account":1,"currency":"USD","history":true}"#, 200, "ok"),
+        step("POST", "/accounts", None, r#"{"account":2,"currency":"USD","history":"yes"}"#, 400, "malformed"),
+        step("POST", "/accounts", None, r#"{"account":2,"currency":"USD"}"#, 200, "ok"),
+        step("POST", "/accounts/1/deposits", Some(1), r#"{"amount":"100"}"#, 200, "ok"),
+        step("POST", "/clock/advance", None, r#"{"ms":1500}"#, 200, "ok"),
+        step("POST", "/accounts/1/debits", Some(2), r#"{"amount":"12.5"}"#, 200, "ok"),
+        step("POST", "/accounts/1/debits", Some(3), r#"{"amount":"1000"}"#, 402, "insufficient_funds"),
+        step("POST", "/accounts/1/close", None, "", 409, "account_not_empty"),
+        step("GET", "/accounts/2/history", None, "", 404, "no_history"),
+        step("GET", "/accounts/77/history", None, "", 404, "unknown_account"),
+        step("GET", "/accounts/1/history?limit=0", None, "", 400, "malformed"),
+        step("GET", "/accounts/1/history?limit=1001", None, "", 400, "malformed"),
+        step("GET", "/accounts/1/history?before=0", None, "", 400, "malformed"),
+        step("GET", "/accounts/1/history?limit=x", None, "", 400, "malformed"),
+        step("GET", "/accounts/1/history?limit=1&limit=2", None, "", 400, "malformed"),
+        step("POST", "/accounts/1/debits", Some(4), r#"{"amount":"87.50"}"#, 200, "ok"),
+        step("POST", "/accounts/1/close", None, "", 200, "ok"),
+        step("POST", "/accounts/1/close", None, "", 409, "account_closed"),
+        step("POST", "/accounts/1/deposits", Some(5), r#"{"amount":"1"}"#, 409, "account_closed"),
+        step("POST", "/accounts/1/freeze", None, "", 409, "account_closed"),
+        step("POST", "/accounts/77/close", None, "", 404, "unknown_account"),
+        step("POST", "/accounts/x/close", None, "", 400, "malformed"),
+        step("POST", "/accounts", None, r#"{"account":1,"currency":"USD"}"#, 409, "account_exists"),
+    ];
+    for step in &steps {
+        check(&gateway, step);
+    }
+    assert_balance(&gateway, 1, ["0.00", "0.00", "0.00"], "closing");
+    let entry = |seq: u64, id: u64, op: &str, result: &str, time: u64| serde_json::json!({"seq": seq, "id": id, "op": op, "result": result, "time": time});
+    let moved = |mut e: serde_json::Value, amount: &str, balance: &str| {
+        e["amount"] = amount.into();
+        e["balance"] = balance.into();
+        e
+    };
+    let all = [
+        entry(5, 5, "deposit", "account_closed", 1500),
+        moved(entry(4, 4, "debit", "ok", 1500), "87.50", "0.00"),
+        entry(3, 3, "debit", "insufficient_funds", 1500),
+        moved(entry(2, 2, "debit", "ok", 1500), "12.50", "87.50"),
+        moved(entry(1, 1, "deposit", "ok", 0), "100.00", "100.00"),
+    ];
+    for (query, want) in [
+        ("", &all[..]),
+        ("?limit=", &all[..]),
+        ("?limit=2", &all[..2]),
+        ("?limit=2&before=4", &all[2..4]),
+        ("?before=2&other=x", &all[4..]),
+        ("?before=1", &all[..0]),
+        ("?limit=1000&before=18446744073709551615", &all[..]),
+    ] {
+        let reply = gateway.get(&format!("/accounts/1/history{query}"));
+        assert_eq!(reply.status, 200, "history{query}: {}", reply.text);
+        let want = serde_json::json!({"result": "ok", "entries": want});
+        assert_eq!(reply.body, want, "history{query}");
+    }
+    // A replay of a key seen after the close replays.
+    let again = gateway.call("POST", "/accounts/1/deposits", Some(5), r#"{"amount":"1"}"#);
+    assert!(again.replayed && again.status == 409, "{again:?}");
+}
+
+#[test]
 fn advance_clock_needs_the_manual_clock() {
     let gateway = Gateway::start(&["--shards", "1"]);
     check(
