@@ -72,8 +72,8 @@ fn every_example_has_outcomes() {
     }
     names.sort();
     assert!(
-        names.len() >= 2,
-        "expected the core and preauth examples, found {names:?}"
+        names.len() >= 3,
+        "expected the core, preauth and merchants examples, found {names:?}"
     );
     for name in names {
         let (requests, outcomes) = example(&name);
@@ -95,6 +95,16 @@ fn preauth_example() {
     let (requests, outcomes) = example("preauth");
     check(&requests, &outcomes, 1);
     check(&requests, &outcomes, 3);
+}
+
+/// SPEC's third section as one stream: merchants, clearing, settlement,
+/// batch debits, closing, statements; at 1, 2 and 4 shards.
+#[test]
+fn merchants_example() {
+    let (requests, outcomes) = example("merchants");
+    for shards in [1, 2, 4] {
+        check(&requests, &outcomes, shards);
+    }
 }
 
 // ---------------------------------------------------------------------------

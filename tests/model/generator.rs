@@ -196,14 +196,10 @@ pub struct Generator {
 /// settle without them).
 pub const FEATURES: [&str; 5] = ["merchants", "settle", "batch", "closing", "history"];
 
-/// What the engine has built so far: the default until it has them all
-/// (then the default is all of them).
-pub const ENGINE_HAS: [&str; 3] = ["merchants", "settle", "batch"];
-
 /// The features switched on for this run.
 pub fn features() -> Vec<&'static str> {
     match std::env::var("DEBITCORE_MODEL_FEATURES") {
-        Err(_) => ENGINE_HAS.to_vec(),
+        Err(_) => FEATURES.to_vec(),
         Ok(text) => {
             let wanted: Vec<&str> = text
                 .split(',')
