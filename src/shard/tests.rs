@@ -1507,3 +1507,12 @@ fn a_statement_changes_no_outcome_and_records_each_keyed_request() {
     assert!(closed > 0 && closed_rejections > 0, "{closed} closes");
     assert!(forgotten > 0, "no entry was ever forgotten");
 }
+
+/// What a merchant costs a shard (PERF.md "Fifth session" reports it
+/// measured through loadgen): its record, in a vector.
+#[test]
+fn a_merchant_record_stays_small() {
+    let size = std::mem::size_of::<Merchant>();
+    println!("Merchant: {size} bytes");
+    assert!(size <= 192, "{size}");
+}
