@@ -75,7 +75,8 @@ pub(crate) const CLEARED_MERCHANTS: u32 = 1 << 16;
 /// as a [`Payload::Cleared`].
 #[inline]
 pub(crate) fn clears_in_key(minor: i64, index: u32) -> bool {
-    (0..=CLEARED_MINOR_MAX).contains(&minor) && index < CLEARED_MERCHANTS
+    // One unsigned compare for both bounds of `minor`.
+    (minor as u64) <= CLEARED_MINOR_MAX as u64 && index < CLEARED_MERCHANTS
 }
 
 /// The bit of `KeyRecord::op` that marks a `Payload::Minor`.

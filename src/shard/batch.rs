@@ -119,9 +119,12 @@ impl Shard {
             debug_assert!(record.code == Code::Queued as u8 && !record.batched());
             record.set_batch_result(code as u8, generation as u16);
             if moved != 0 && matches!(record.payload(), Payload::Fingerprint(_)) {
-                // A merchant's queued debit: its key holds a fingerprint,
-                // so what a refund may return is kept beside it.
+                // A merchant's queued debit past what a key holds: what a
+                // refund may return, and where it cleared, beside the key.
                 self.capture_amounts.insert((q.slot, q.id), moved);
+                if q.has_merchant {
+                    self.cleared_to.insert((q.slot, q.id), q.merchant);
+                }
             }
         }
         queue.clear();

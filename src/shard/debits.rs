@@ -53,7 +53,9 @@ impl Shard {
             account.day_total = account.day_total.saturating_add(minor);
             self.ledger.debits += i128::from(minor);
             if let Some(merchant) = merchant {
-                self.clear(slot, id, merchant, minor, !clears_in_key(minor, merchant));
+                // Where it cleared is in its key, or (past what a key
+                // holds) kept beside it by the keyed frame.
+                self.clear(slot, id, merchant, minor, false);
             }
             return (Code::Ok, minor);
         }
@@ -79,7 +81,7 @@ impl Shard {
             RiskDecision::Approve => {
                 let (code, moved) = self.debit_now(slot, minor);
                 if let (Code::Ok, Some(merchant)) = (code, merchant) {
-                    self.clear(slot, id, merchant, moved, !clears_in_key(moved, merchant));
+                    self.clear(slot, id, merchant, moved, false);
                 }
                 (code, moved)
             }

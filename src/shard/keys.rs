@@ -70,7 +70,7 @@ impl Shard {
             }
         }
         let (code, moved) = body(self, slot);
-        self.remember(slot, id, op, payload, vacant, code, moved);
+        self.remember(slot, id, op, payload, vacant, code, moved, merchant);
         if let Some(before) = statement {
             self.keyed_entry(slot, id, op, code, before, merchant);
         }
@@ -99,7 +99,7 @@ impl Shard {
             return Some(before);
         }
         let code = Code::AccountClosed;
-        self.remember(slot, id, op, payload, vacant, code, 0);
+        self.remember(slot, id, op, payload, vacant, code, 0, None);
         if flags & HISTORY != 0 {
             self.keyed_entry(slot, id, op, code, before, merchant);
         }
@@ -120,6 +120,7 @@ impl Shard {
         vacant: usize,
         code: Code,
         moved: i64,
+        merchant: Option<MerchantId>,
     ) {
         debug_assert!(moved == 0 || code == Code::Ok);
         match payload {
@@ -135,6 +136,13 @@ impl Shard {
                     debug_assert!(op == Op::Capture || op == Op::Debit, "{op:?}");
                     let previous = self.capture_amounts.insert((slot, id), moved);
                     debug_assert!(previous.is_none(), "an amount outlives its key");
+                    if let Some(merchant) = merchant {
+                        // The debit's merchant, for a refund's charge-back
+                        // (a capture names none: it calls `clear` with
+                        // `remember`).
+                        let previous = self.cleared_to.insert((slot, id), merchant);
+                        debug_assert!(previous.is_none(), "a key clears once");
+                    }
                 }
             }
             Payload::Cleared { minor, .. } => debug_assert!(moved == 0 || moved == minor),
@@ -291,6 +299,9 @@ pub(super) struct Forgetting {
     pub(super) jumped: bool,
 }
 
+/// `Fields::Cleared`'s index of a merchant that does not exist.
+pub(super) const NO_MERCHANT: u32 = u32::MAX;
+
 /// What tells a keyed request's replay from a conflict, besides its op.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Fields {
@@ -303,7 +314,9 @@ pub(super) enum Fields {
     Cleared {
         amount: AmountArg,
         merchant: MerchantId,
-        index: Option<u32>,
+        /// `NO_MERCHANT` when there is none: then the key keeps a
+        /// fingerprint (an index that large fits no `Payload::Cleared`).
+        index: u32,
     },
 }
 
@@ -323,11 +336,7 @@ impl Fields {
     #[inline]
     pub(super) fn cleared(self, exponent: u32) -> Option<(i64, u32)> {
         match self {
-            Fields::Cleared {
-                amount,
-                index: Some(index),
-                ..
-            } => minor_value(amount, exponent)
+            Fields::Cleared { amount, index, .. } => minor_value(amount, exponent)
                 .filter(|&minor| clears_in_key(minor, index))
                 .map(|minor| (minor, index)),
             _ => None,
@@ -351,13 +360,18 @@ impl Fields {
     /// merchant where they fit, else the fingerprint.
     #[inline]
     pub(super) fn payload(self, op: Op, exponent: u32) -> Payload {
-        if let Some(minor) = self.minor(exponent) {
-            return Payload::Minor(minor);
-        }
-        match self.cleared(exponent) {
-            Some((minor, merchant)) => Payload::Cleared { minor, merchant },
-            None => Payload::Fingerprint(self.fingerprint(op)),
-        }
+        let kept = match self {
+            Fields::Amount(amount) => minor_value(amount, exponent).map(Payload::Minor),
+            Fields::Hashed(_) => None,
+            Fields::Cleared {
+                amount,
+                index: merchant,
+                ..
+            } => minor_value(amount, exponent)
+                .filter(|&minor| clears_in_key(minor, merchant))
+                .map(|minor| Payload::Cleared { minor, merchant }),
+        };
+        kept.unwrap_or_else(|| Payload::Fingerprint(self.fingerprint(op)))
     }
 }
 

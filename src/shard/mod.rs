@@ -71,9 +71,9 @@ use accounts::{Account, AccountExt, CLOSED, EXT_NONE, HISTORY};
 use batch::QueuedDebit;
 use history::History;
 use holds::{Hold, HoldState};
-use keys::{fingerprint, optional_fingerprint, Fields, Forgetting};
+use keys::{fingerprint, optional_fingerprint, Fields, Forgetting, NO_MERCHANT};
 pub use merchants::FEE_BPS_MAX;
-use merchants::{Merchant, SettleKey};
+use merchants::{Merchant, MerchantIndex, SettleKey};
 
 /// How many requests ahead of the one being applied [`Shard::apply_each`]
 /// prefetches account records and key cells (and twice as far, index
@@ -120,9 +120,9 @@ pub struct Shard {
     /// on every shard). Never forgotten. A merchant debit's key names its
     /// merchant by its index here (`Payload::Cleared`).
     merchants: Vec<Merchant>,
-    /// Merchant id -> index in `merchants`, plus one (the account index's
-    /// open addressing: one multiply to hash, no std hasher).
-    merchant_index: AccountIndex,
+    /// Merchant id -> index in `merchants` (its own open addressing: one
+    /// multiply to hash, no std hasher, a quarter full).
+    merchant_index: MerchantIndex,
     /// The merchant each ok debit or capture that cleared went to, by its
     /// key (slot, id), for a refund's charge-back. Kept exactly as long as
     /// that key.
@@ -192,7 +192,7 @@ impl Shard {
             refunded: WordMap::default(),
             capture_amounts: WordMap::default(),
             merchants: Vec::new(),
-            merchant_index: AccountIndex::new(),
+            merchant_index: MerchantIndex::default(),
             cleared_to: WordMap::default(),
             settles: WordMap::default(),
             queued: Vec::new(),
@@ -437,23 +437,27 @@ impl Shard {
                 // A debit for a merchant keeps its amount and its
                 // merchant's index in its key (`Payload::Cleared`), which
                 // is all a replay compares and a refund needs.
-                let index = self.merchant_slot(merchant);
-                let fields = Fields::Cleared {
-                    amount,
-                    merchant,
-                    index,
-                };
-                self.keyed(
-                    account,
-                    id,
-                    Op::Debit,
-                    fields,
-                    Some(merchant),
-                    |s, slot| match s.merchant_allows_at(slot, index) {
-                        Code::Ok => s.debit(slot, id, amount, index),
-                        refused => (refused, 0),
-                    },
-                )
+                match self.merchant_slot(merchant) {
+                    Some(index) => {
+                        let fields = Fields::Cleared {
+                            amount,
+                            merchant,
+                            index,
+                        };
+                        self.keyed(
+                            account,
+                            id,
+                            Op::Debit,
+                            fields,
+                            Some(merchant),
+                            |s, slot| match s.merchant_allows_at(slot, Some(index)) {
+                                Code::Ok => s.debit(slot, id, amount, Some(index)),
+                                refused => (refused, 0),
+                            },
+                        )
+                    }
+                    None => self.unknown_merchant(account, id, Op::Debit, amount, merchant),
+                }
             }
             Request::Authorize {
                 id,
@@ -612,7 +616,7 @@ impl Shard {
                     Some(m) => Fields::Cleared {
                         amount,
                         merchant: m,
-                        index: self.merchant_slot(m),
+                        index: self.merchant_slot(m).unwrap_or(NO_MERCHANT),
                     },
                 };
                 let mut outcome = self.keyed(

@@ -124,7 +124,7 @@ impl Shard {
         let cuts: Vec<_> = self
             .merchants
             .iter()
-            .filter_map(|merchant| merchant.cut.map(|cut| (merchant.id, cut)))
+            .filter_map(|merchant| merchant.cut.as_deref().map(|&cut| (merchant.id, cut)))
             .collect();
         w.u64(cuts.len() as u64);
         for (merchant, (id, part)) in cuts {
@@ -376,7 +376,7 @@ impl Shard {
                 if shard.merchant_slot(id).is_some() {
                     return None;
                 }
-                shard.merchant_index.insert(id, index + 1);
+                shard.merchant_index.insert(id, index, currency);
                 shard.merchants.push(merchant);
             }
             for _ in 0..r.len(24)? {
@@ -396,7 +396,7 @@ impl Shard {
                     refunded: r.i128()?,
                 };
                 let m = shard.merchant_mut(merchant)?;
-                if m.cut.replace((id, part)).is_some() {
+                if m.cut.replace(Box::new((id, part))).is_some() {
                     return None;
                 }
             }
