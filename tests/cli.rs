@@ -408,3 +408,65 @@ fn a_partial_line_does_not_hold_back_complete_ones() {
     assert!(child.wait().expect("exit").success());
     reader.join().expect("reader");
 }
+
+/// SPEC, "The runner": "Over a data directory, a second run resumes the
+/// state the first left, and numbers its lines from 1 again." Every stream
+/// in tests/data/streams (the merchants one too: settlements, queued
+/// debits, closed accounts and statements must survive), fed in three
+/// parts to three processes over one data directory, answers what the
+/// stream's outcome file requires.
+#[test]
+fn every_example_split_by_restarts_over_a_data_dir() {
+    for name in ["core", "preauth", "merchants", "closing", "history"] {
+        let requests = example(name, "requests");
+        let outcomes = example(name, "outcomes");
+        let request_lines: Vec<&str> = requests.lines().collect();
+        let outcome_lines: Vec<&str> = outcomes.lines().collect();
+        assert_eq!(request_lines.len(), outcome_lines.len(), "{name}");
+        let dir =
+            std::env::temp_dir().join(format!("debitcore-cli-split-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dir_arg = dir.to_str().expect("a UTF-8 temp path");
+        let n = request_lines.len();
+        let cuts = [0, n / 3, 2 * n / 3 + 1, n];
+        for range in cuts.windows(2) {
+            let (from, to) = (range[0], range[1]);
+            let mut input = request_lines[from..to].join("\n");
+            input.push('\n');
+            // The outcomes of this part, numbered from 1 as this run does.
+            let expected: Vec<Outcome> = outcome_lines[from..to]
+                .iter()
+                .map(|l| {
+                    let mut o = Outcome::parse(l).expect("expected outcome");
+                    o.line -= from as u64;
+                    o
+                })
+                .collect();
+            let args = [
+                "run",
+                "--clock",
+                "manual",
+                "--shards",
+                "2",
+                "--data-dir",
+                dir_arg,
+            ];
+            let finished = run_cli(&args, input.as_bytes());
+            assert_eq!(
+                finished.code,
+                Some(0),
+                "{name}, lines {}..={to}: {}",
+                from + 1,
+                finished.stderr
+            );
+            let actual = split_output(&finished.stdout);
+            if let Err(why) = compare_streams(&request_lines[from..to], &expected, &actual) {
+                panic!(
+                    "{name} split by restarts, the run of lines {}..={to} (numbered from 1): {why}",
+                    from + 1
+                );
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
