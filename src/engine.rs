@@ -1710,6 +1710,7 @@ impl Future for OutcomeFuture {
 mod tests {
     use super::*;
     use crate::money::{AmountArg, Currency};
+    use crate::request::Op;
     use std::time::Instant;
 
     fn engine(shards: usize) -> Engine {
@@ -1922,6 +1923,150 @@ mod tests {
             block_on(engine.submit_async(Request::AdvanceClock { ms: 1 })).code,
             Code::Ok
         );
+    }
+
+    fn merchant_debit(id: u64, account: u64, amount: &str) -> Request {
+        Request::Debit {
+            id,
+            account,
+            amount: AmountArg::parse(amount),
+            merchant: Some(7),
+        }
+    }
+
+    fn settle_figures(outcome: &Outcome) -> Settlement {
+        match &outcome.info {
+            Info::Settlement(s) => **s,
+            _ => panic!("{outcome:?}"),
+        }
+    }
+
+    /// A settle through a future (its two steps run on a thread of their
+    /// own) and a batch run through one, summed over both shards.
+    #[test]
+    fn settle_and_run_batch_resolve_as_futures() {
+        let engine = engine(2);
+        let mut client = engine.client();
+        client.submit(Request::OpenMerchant {
+            merchant: 7,
+            currency: Some(Currency::USD),
+            fee_bps: Some(100),
+        });
+        for account in 1..=8 {
+            client.submit(open(account));
+            client.submit(deposit(1, account, "100"));
+            client.submit(merchant_debit(2, account, "10"));
+            let queued = Request::QueueDebit {
+                id: 3,
+                account,
+                amount: AmountArg::parse("5"),
+                merchant: Some(7),
+            };
+            assert_eq!(client.submit(queued).code, Code::Queued);
+        }
+        let batch = block_on(engine.submit_async(Request::RunBatch));
+        let Info::Batch(b) = &batch.info else {
+            panic!("{batch:?}")
+        };
+        assert_eq!((b.applied, b.ok), (8, 8));
+        let settled = block_on(engine.submit_async(Request::Settle { id: 1, merchant: 7 }));
+        let s = settle_figures(&settled);
+        assert_eq!(
+            (s.batch, s.count, s.gross, s.fee, s.net),
+            (1, 16, 12_000, 120, 11_880)
+        );
+        let again = block_on(engine.submit_async(Request::Settle { id: 1, merchant: 7 }));
+        assert!(again.replayed);
+        assert_eq!(settle_figures(&again), s);
+    }
+
+    /// Under the wall clock a batch run is stamped with one time for every
+    /// shard (SPEC: "a `run_batch` takes one engine time"), and applies.
+    #[test]
+    fn a_wall_clock_batch_run_applies_at_one_time() {
+        let engine = Engine::start(EngineConfig {
+            shards: 2,
+            clock: ClockMode::Wall,
+            ..EngineConfig::default()
+        });
+        let mut client = engine.client();
+        for account in 1..=6 {
+            client.submit(open(account));
+            client.submit(deposit(1, account, "10"));
+            let queued = Request::QueueDebit {
+                id: 2,
+                account,
+                amount: AmountArg::parse(if account == 6 { "11" } else { "4" }),
+                merchant: None,
+            };
+            assert_eq!(client.submit(queued).code, Code::Queued);
+        }
+        assert_eq!(
+            Inner::stamp(&engine.inner, Request::RunBatch).op(),
+            Op::RunBatch
+        );
+        assert!(matches!(
+            Inner::stamp(&engine.inner, Request::RunBatch),
+            Request::Internal(_)
+        ));
+        let batch = client.submit(Request::RunBatch);
+        let Info::Batch(b) = &batch.info else {
+            panic!("{batch:?}")
+        };
+        assert_eq!((b.applied, b.ok, b.rejected), (6, 5, 1));
+        let status = client.submit(Request::Status { account: 6, id: 2 });
+        assert_eq!(
+            status.info,
+            Info::Status {
+                op: Op::QueueDebit,
+                status: Code::InsufficientFunds
+            }
+        );
+    }
+
+    /// Through a pipelined client, a settle is in line with the client's
+    /// own requests on every shard: a debit sent before it is in the
+    /// batch, one sent after it is in the next, whichever shards they
+    /// are on.
+    #[test]
+    fn a_pipelined_settle_cuts_at_its_place_in_the_clients_line() {
+        let engine = engine(2);
+        let mut client = engine.client();
+        client.submit(Request::OpenMerchant {
+            merchant: 7,
+            currency: Some(Currency::USD),
+            fee_bps: None,
+        });
+        for account in 1..=8 {
+            client.submit(open(account));
+            client.submit(deposit(1, account, "100"));
+        }
+        let mut tag = 0;
+        let mut send = |client: &mut Client, request: Request| {
+            tag += 1;
+            client.send(tag, request);
+            tag
+        };
+        for account in 1..=8 {
+            send(&mut client, merchant_debit(2, account, "1"));
+        }
+        let first = send(&mut client, Request::Settle { id: 1, merchant: 7 });
+        for account in 1..=8 {
+            send(&mut client, merchant_debit(3, account, "2"));
+        }
+        let second = send(&mut client, Request::Settle { id: 2, merchant: 7 });
+        let mut settled = std::collections::BTreeMap::new();
+        while client.in_flight() > 0 {
+            client.wait(|tag, outcome| {
+                settled.insert(tag, outcome);
+            });
+        }
+        let (a, b) = (
+            settle_figures(&settled[&first]),
+            settle_figures(&settled[&second]),
+        );
+        assert_eq!((a.batch, a.count, a.gross), (1, 8, 800));
+        assert_eq!((b.batch, b.count, b.gross), (2, 8, 1_600));
     }
 
     #[test]
