@@ -56,62 +56,77 @@ pub fn write_outcome(out: &mut String, line: u64, outcome: &Outcome) {
         out.push_str(", \"replayed\": true");
     }
     match &outcome.info {
-        Info::None => {}
+        Info::History(page) => write_entries(out, page),
+        _ => for_each_field(outcome, |name, value| {
+            out.push_str(", \"");
+            out.push_str(name);
+            out.push_str("\": ");
+            match value {
+                Field::Int(v) => push_u64(out, v),
+                Field::Text(text) => {
+                    out.push('"');
+                    out.push_str(text);
+                    out.push('"');
+                }
+            }
+        }),
+    }
+    out.push('}');
+}
+
+/// One field an outcome carries beyond `result` and `replayed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field<'a> {
+    /// A JSON integer.
+    Int(u64),
+    /// A JSON string (codes, currencies, amounts as decimal strings): no
+    /// character in it needs escaping.
+    Text(&'a str),
+}
+
+/// Calls `each` with the fields of `outcome`'s info, in the order the line
+/// format writes them (a balance's `balance`, `held`, `available`; a
+/// status's `op`, `status`; a merchant's figures; a settlement's; a batch
+/// run's counts). A statement page's entries are not fields (see
+/// `write_outcome`); the HTTP gateway writes these same fields.
+pub fn for_each_field(outcome: &Outcome, mut each: impl FnMut(&str, Field<'_>)) {
+    match &outcome.info {
+        Info::None | Info::History(_) => {}
         Info::Balance { .. } => {
             if let Some([balance, held, available]) = outcome.balance_strings() {
-                out.push_str(", \"balance\": \"");
-                out.push_str(&balance);
-                out.push_str("\", \"held\": \"");
-                out.push_str(&held);
-                out.push_str("\", \"available\": \"");
-                out.push_str(&available);
-                out.push('"');
+                each("balance", Field::Text(&balance));
+                each("held", Field::Text(&held));
+                each("available", Field::Text(&available));
             }
         }
         Info::Status { op, status } => {
-            out.push_str(", \"op\": \"");
-            out.push_str(op.name());
-            out.push_str("\", \"status\": \"");
-            out.push_str(status.name());
-            out.push('"');
+            each("op", Field::Text(op.name()));
+            each("status", Field::Text(status.name()));
         }
         Info::Merchant(m) => {
             let e = m.currency.exponent();
-            out.push_str(", \"currency\": \"");
-            out.push_str(m.currency.code());
-            out.push_str("\", \"fee_bps\": ");
-            push_u64(out, u64::from(m.fee_bps));
-            out.push_str(", \"batches\": ");
-            push_u64(out, m.batches);
+            each("currency", Field::Text(m.currency.code()));
+            each("fee_bps", Field::Int(u64::from(m.fee_bps)));
+            each("batches", Field::Int(m.batches));
             for (name, value) in [
                 ("pending", m.pending),
                 ("settled_net", m.settled_net),
                 ("fees", m.fees),
             ] {
-                out.push_str(", \"");
-                out.push_str(name);
-                out.push_str("\": \"");
-                out.push_str(&format_minor_wide(value, e));
-                out.push('"');
+                each(name, Field::Text(&format_minor_wide(value, e)));
             }
         }
         Info::Settlement(b) => {
             let e = b.currency.exponent();
-            out.push_str(", \"batch\": ");
-            push_u64(out, b.batch);
-            out.push_str(", \"count\": ");
-            push_u64(out, b.count);
+            each("batch", Field::Int(b.batch));
+            each("count", Field::Int(b.count));
             for (name, value) in [
                 ("gross", b.gross),
                 ("refunded", b.refunded),
                 ("fee", b.fee),
                 ("net", b.net),
             ] {
-                out.push_str(", \"");
-                out.push_str(name);
-                out.push_str("\": \"");
-                out.push_str(&format_minor_wide(value, e));
-                out.push('"');
+                each(name, Field::Text(&format_minor_wide(value, e)));
             }
         }
         Info::Batch(b) => {
@@ -121,15 +136,10 @@ pub fn write_outcome(out: &mut String, line: u64, outcome: &Outcome) {
                 ("held", b.held),
                 ("rejected", b.rejected),
             ] {
-                out.push_str(", \"");
-                out.push_str(name);
-                out.push_str("\": ");
-                push_u64(out, value);
+                each(name, Field::Int(value));
             }
         }
-        Info::History(page) => write_entries(out, page),
     }
-    out.push('}');
 }
 
 /// `, "entries": [...]`: a statement page, each entry's fields in the

@@ -431,58 +431,6 @@ fn ok_body(outcome: &Outcome) -> String {
                 }
             }
         }
-        Info::Merchant(m) => {
-            let e = m.currency.exponent();
-            body.push_str(",\"currency\":\"");
-            body.push_str(m.currency.code());
-            body.push_str("\",\"fee_bps\":");
-            body.push_str(&m.fee_bps.to_string());
-            body.push_str(",\"batches\":");
-            body.push_str(&m.batches.to_string());
-            for (name, value) in [
-                ("pending", m.pending),
-                ("settled_net", m.settled_net),
-                ("fees", m.fees),
-            ] {
-                body.push_str(",\"");
-                body.push_str(name);
-                body.push_str("\":\"");
-                body.push_str(&debitcore::money::format_minor_wide(value, e));
-                body.push('"');
-            }
-        }
-        Info::Settlement(s) => {
-            let e = s.currency.exponent();
-            body.push_str(",\"batch\":");
-            body.push_str(&s.batch.to_string());
-            body.push_str(",\"count\":");
-            body.push_str(&s.count.to_string());
-            for (name, value) in [
-                ("gross", s.gross),
-                ("refunded", s.refunded),
-                ("fee", s.fee),
-                ("net", s.net),
-            ] {
-                body.push_str(",\"");
-                body.push_str(name);
-                body.push_str("\":\"");
-                body.push_str(&debitcore::money::format_minor_wide(value, e));
-                body.push('"');
-            }
-        }
-        Info::Batch(b) => {
-            for (name, value) in [
-                ("applied", b.applied),
-                ("ok", b.ok),
-                ("held", b.held),
-                ("rejected", b.rejected),
-            ] {
-                body.push_str(",\"");
-                body.push_str(name);
-                body.push_str("\":");
-                body.push_str(&value.to_string());
-            }
-        }
         Info::History(page) => {
             let e = page.currency.exponent();
             body.push_str(",\"entries\":[");
@@ -512,13 +460,21 @@ fn ok_body(outcome: &Outcome) -> String {
             }
             body.push(']');
         }
-        Info::Status { op, status } => {
-            body.push_str(",\"op\":\"");
-            body.push_str(op.name());
-            body.push_str("\",\"status\":\"");
-            body.push_str(status.name());
-            body.push('"');
-        }
+        // Every other field as the line format has it (one list of them:
+        // `codec::for_each_field`), without the spaces.
+        _ => debitcore::codec::for_each_field(outcome, |name, value| {
+            body.push_str(",\"");
+            body.push_str(name);
+            body.push_str("\":");
+            match value {
+                debitcore::codec::Field::Int(v) => body.push_str(&v.to_string()),
+                debitcore::codec::Field::Text(text) => {
+                    body.push('"');
+                    body.push_str(text);
+                    body.push('"');
+                }
+            }
+        }),
     }
     body.push('}');
     body
