@@ -1054,6 +1054,48 @@ fn a_wall_clock_log_reopens_after_an_expiry() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Runs `input` in a process over a fresh data directory, SIGKILLs it
+/// mid-load (a seeded delay after its first outcome; `sync` or, a third of
+/// the time, `batched`), and reopens the directory with the library.
+/// `None` when the kill came before the directory existed (nothing to
+/// reopen). Returns the directory, what the process handed back, a
+/// context line for failures, and the reopened engine.
+fn kill_and_reopen(
+    tag: &str,
+    input: Vec<u8>,
+    rng: &mut Rng,
+    it: u64,
+    seed: u64,
+) -> Option<(PathBuf, Killed, String, debitcore::Engine)> {
+    let dir = temp_dir(tag);
+    let delay = Duration::from_millis(KILL_DELAY_MS_MIN + rng.below(KILL_DELAY_MS_MAX));
+    let durability = if rng.chance(33) { "batched" } else { "sync" };
+    let killed = run_and_kill(
+        &dir,
+        input,
+        durability,
+        KillAt::AfterFirstOutcome(delay),
+        Rng(rng.next()),
+    );
+    let ctx = format!(
+        "iteration {it}, seed {seed:#x}, {durability}: {}",
+        killed.stderr
+    );
+    if !dir.join("meta").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        return None;
+    }
+    let engine = debitcore::Engine::open(debitcore::EngineConfig {
+        shards: 2,
+        clock: debitcore::ClockMode::Manual,
+        data_dir: Some(dir.clone()),
+        durability: debitcore::Durability::Sync,
+        ..debitcore::EngineConfig::default()
+    })
+    .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+    Some((dir, killed, ctx, engine))
+}
+
 /// SPEC: a request that every shard sees (`advance_clock`) and that was
 /// not handed back before a crash happened on every shard or on none. A
 /// stream with clock moves every ~20 lines is killed mid-load; reopened,
@@ -1079,32 +1121,10 @@ fn sigkill_mid_load_leaves_every_shard_at_one_clock() {
                 );
             }
         }
-        let dir = temp_dir("clock");
-        let delay = Duration::from_millis(KILL_DELAY_MS_MIN + rng.below(KILL_DELAY_MS_MAX));
-        let durability = if rng.chance(33) { "batched" } else { "sync" };
-        let killed = run_and_kill(
-            &dir,
-            input,
-            durability,
-            KillAt::AfterFirstOutcome(delay),
-            Rng(rng.next()),
-        );
-        let ctx = format!(
-            "iteration {it}, seed {seed:#x}, {durability}: {}",
-            killed.stderr
-        );
-        if !dir.join("meta").exists() {
-            let _ = std::fs::remove_dir_all(&dir);
+        let Some((dir, _killed, ctx, engine)) = kill_and_reopen("clock", input, &mut rng, it, seed)
+        else {
             continue;
-        }
-        let engine = debitcore::Engine::open(debitcore::EngineConfig {
-            shards: 2,
-            clock: debitcore::ClockMode::Manual,
-            data_dir: Some(dir.clone()),
-            durability: debitcore::Durability::Sync,
-            ..debitcore::EngineConfig::default()
-        })
-        .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+        };
         let report = engine.recovery_report();
         assert_eq!(report.len(), 2, "{ctx}");
         assert_eq!(
@@ -1150,32 +1170,10 @@ fn sigkill_mid_settles_puts_every_clearing_in_one_batch() {
         let seed = first_seed.wrapping_add(it.wrapping_mul(0x9E37_79B9));
         let mut rng = Rng(seed);
         let (input, moves, settles) = merchant_stream(&mut rng);
-        let dir = temp_dir("settle");
-        let delay = Duration::from_millis(KILL_DELAY_MS_MIN + rng.below(KILL_DELAY_MS_MAX));
-        let durability = if rng.chance(33) { "batched" } else { "sync" };
-        let killed = run_and_kill(
-            &dir,
-            input,
-            durability,
-            KillAt::AfterFirstOutcome(delay),
-            Rng(rng.next()),
-        );
-        let ctx = format!(
-            "iteration {it}, seed {seed:#x}, {durability}: {}",
-            killed.stderr
-        );
-        if !dir.join("meta").exists() {
-            let _ = std::fs::remove_dir_all(&dir);
+        let Some((dir, killed, ctx, engine)) = kill_and_reopen("settle", input, &mut rng, it, seed)
+        else {
             continue;
-        }
-        let engine = debitcore::Engine::open(debitcore::EngineConfig {
-            shards: 2,
-            clock: debitcore::ClockMode::Manual,
-            data_dir: Some(dir.clone()),
-            durability: debitcore::Durability::Sync,
-            ..debitcore::EngineConfig::default()
-        })
-        .unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+        };
         let mut client = engine.client();
         let check_conservation = |client: &mut debitcore::Client, when: &str| {
             let mut expected: BTreeMap<u64, i128> = (1..=MERCHANTS).map(|m| (m, 0)).collect();

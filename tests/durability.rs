@@ -515,18 +515,10 @@ fn a_broadcast_on_some_shards_only_is_completed_on_the_others() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Merchants (known to every shard) and what was cleared to them survive
-/// a reopen: the merchant answers with the same figures, summed over both
-/// shards, and a refund after the reopen is charged back to it.
-#[test]
-fn merchants_and_clearings_survive_a_reopen() {
-    let dir = tempdir("merchants");
-    let two_shards = EngineConfig {
-        shards: 2,
-        ..config(&dir, WalOptions::default())
-    };
-    let engine = Engine::open(two_shards.clone()).unwrap();
-    let mut c = engine.client();
+/// Merchant 5 (USD, 30 bps), and accounts 1..=8 (on both shards), each
+/// with 50 deposited and a debit of 1.25 (id 2) for the merchant. Returns
+/// the merchant's `open_merchant`.
+fn merchant_with_payers(c: &mut debitcore::Client) -> Request {
     let open = Request::OpenMerchant {
         merchant: 5,
         currency: Some(Currency::USD),
@@ -553,6 +545,22 @@ fn merchants_and_clearings_survive_a_reopen() {
         };
         assert_eq!(c.submit(debit).code, Code::Ok);
     }
+    open
+}
+
+/// Merchants (known to every shard) and what was cleared to them survive
+/// a reopen: the merchant answers with the same figures, summed over both
+/// shards, and a refund after the reopen is charged back to it.
+#[test]
+fn merchants_and_clearings_survive_a_reopen() {
+    let dir = tempdir("merchants");
+    let two_shards = EngineConfig {
+        shards: 2,
+        ..config(&dir, WalOptions::default())
+    };
+    let engine = Engine::open(two_shards.clone()).unwrap();
+    let mut c = engine.client();
+    let open = merchant_with_payers(&mut c);
     let figures = c.submit(Request::Merchant { merchant: 5 });
     assert_eq!(figures.code, Code::Ok);
     let debitcore::Info::Merchant(m) = &figures.info else {
@@ -589,31 +597,8 @@ fn merchants_and_clearings_survive_a_reopen() {
 fn settled_session(dir: &Path, two_shards: &EngineConfig) -> debitcore::Outcome {
     let engine = Engine::open(two_shards.clone()).unwrap();
     let mut c = engine.client();
-    let open = Request::OpenMerchant {
-        merchant: 5,
-        currency: Some(Currency::USD),
-        fee_bps: Some(30),
-    };
-    assert_eq!(c.submit(open).code, Code::Ok);
+    merchant_with_payers(&mut c);
     for account in 1..=8 {
-        c.submit(Request::OpenAccount {
-            account,
-            currency: Some(Currency::USD),
-            overdraft: None,
-            history: false,
-        });
-        c.submit(Request::Deposit {
-            id: 1,
-            account,
-            amount: amount("50"),
-        });
-        let debit = Request::Debit {
-            id: 2,
-            account,
-            amount: amount("1.25"),
-            merchant: Some(5),
-        };
-        assert_eq!(c.submit(debit).code, Code::Ok);
         let queued = Request::QueueDebit {
             id: 3,
             account,
