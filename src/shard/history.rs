@@ -156,6 +156,11 @@ impl Shard {
             balance: 0,
         });
         let room = history.entries.capacity();
+        if history.entries.len() == room {
+            // Grow by half, not double: a ring is then on average ~80%
+            // full, not ~70% (bytes per entry are a budget: PERF.md).
+            history.entries.reserve_exact((room / 2).max(4));
+        }
         history.entries.push_back(Entry {
             id,
             time: now_ms,
