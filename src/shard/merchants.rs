@@ -190,7 +190,7 @@ impl Shard {
         let fee_bps = fee_bps.unwrap_or(0);
         debug_assert!(fee_bps <= FEE_BPS_MAX, "the codec bounds fee_bps");
         let index = u32::try_from(self.merchants.len()).expect("fewer than 2^32 merchants");
-        self.merchant_index.insert(merchant, index, currency);
+        self.merchant_index.insert(merchant, index);
         self.merchants.push(Merchant {
             id: merchant,
             currency,
@@ -336,9 +336,8 @@ impl Shard {
 /// few beside accounts.
 #[derive(Clone, Debug)]
 pub(super) struct MerchantIndex {
-    /// `(id, index + 1, currency)`; index 0 marks an empty cell. The
-    /// currency rides along for the check a merchant debit makes.
-    cells: Vec<(MerchantId, u32, Currency)>,
+    /// `(id, index + 1)`; index 0 marks an empty cell.
+    cells: Vec<(MerchantId, u32)>,
     len: usize,
     /// 64 - log2(cells.len()): a hash's top bits are its home cell.
     shift: u32,
@@ -347,7 +346,7 @@ pub(super) struct MerchantIndex {
 impl Default for MerchantIndex {
     fn default() -> Self {
         MerchantIndex {
-            cells: vec![(0, 0, Currency::USD); 16],
+            cells: vec![(0, 0); 16],
             len: 0,
             shift: 64 - 4,
         }
@@ -361,10 +360,10 @@ impl MerchantIndex {
         (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
     }
 
-    /// The merchant's index and currency.
+    /// The merchant's index in the shard's table.
     #[inline]
     #[allow(unsafe_code)]
-    pub(super) fn lookup(&self, id: MerchantId) -> Option<(u32, Currency)> {
+    pub(super) fn get(&self, id: MerchantId) -> Option<u32> {
         let mask = self.cells.len() - 1;
         let mut pos = self.home(id);
         loop {
@@ -375,38 +374,33 @@ impl MerchantIndex {
             // shifted right by `shift`) is below it, and `(pos + 1) & mask`
             // with `mask = len - 1` is too. This is the lookup of every
             // merchant debit; the bounds check was a measurable part of it.
-            let (cell_id, slot, currency) = unsafe { *self.cells.get_unchecked(pos) };
+            let (cell_id, slot) = unsafe { *self.cells.get_unchecked(pos) };
             if slot == 0 {
                 return None;
             }
             if cell_id == id {
-                return Some((slot - 1, currency));
+                return Some(slot - 1);
             }
             pos = (pos + 1) & mask;
         }
     }
 
-    #[inline]
-    pub(super) fn get(&self, id: MerchantId) -> Option<u32> {
-        self.lookup(id).map(|(index, _)| index)
-    }
-
     /// Adds a merchant not yet in the index.
-    pub(super) fn insert(&mut self, id: MerchantId, index: u32, currency: Currency) {
+    pub(super) fn insert(&mut self, id: MerchantId, index: u32) {
         debug_assert!(self.get(id).is_none());
         if (self.len + 1) * 4 > self.cells.len() {
-            let doubled = vec![(0, 0, Currency::USD); self.cells.len() * 2];
+            let doubled = vec![(0, 0); self.cells.len() * 2];
             let old = std::mem::replace(&mut self.cells, doubled);
             self.shift -= 1;
-            for cell in old.into_iter().filter(|&(_, slot, _)| slot != 0) {
+            for cell in old.into_iter().filter(|&(_, slot)| slot != 0) {
                 self.place(cell);
             }
         }
-        self.place((id, index + 1, currency));
+        self.place((id, index + 1));
         self.len += 1;
     }
 
-    fn place(&mut self, cell: (MerchantId, u32, Currency)) {
+    fn place(&mut self, cell: (MerchantId, u32)) {
         let mask = self.cells.len() - 1;
         let mut pos = self.home(cell.0);
         while self.cells[pos].1 != 0 {
@@ -416,7 +410,7 @@ impl MerchantIndex {
     }
 
     pub(super) fn bytes(&self) -> usize {
-        self.cells.capacity() * std::mem::size_of::<(MerchantId, u32, Currency)>()
+        self.cells.capacity() * std::mem::size_of::<(MerchantId, u32)>()
     }
 }
 

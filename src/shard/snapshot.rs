@@ -376,7 +376,7 @@ impl Shard {
                 if shard.merchant_slot(id).is_some() {
                     return None;
                 }
-                shard.merchant_index.insert(id, index, currency);
+                shard.merchant_index.insert(id, index);
                 shard.merchants.push(merchant);
             }
             for _ in 0..r.len(24)? {
