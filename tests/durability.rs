@@ -103,6 +103,14 @@ fn shard_records(dir: &Path, index: usize) -> Vec<(PathBuf, usize, u64, Record)>
     out
 }
 
+/// A crash image: the file's bytes from `offset` on never reached the
+/// disk (zeros, as a torn tail reads).
+fn tear_off(file: &Path, offset: usize) {
+    let mut bytes = std::fs::read(file).unwrap();
+    bytes[offset..].fill(0);
+    std::fs::write(file, bytes).unwrap();
+}
+
 fn flip_byte(file: &Path, offset: usize) {
     let mut bytes = std::fs::read(file).unwrap();
     bytes[offset] ^= 0x40;
@@ -472,9 +480,7 @@ fn a_broadcast_on_some_shards_only_is_completed_on_the_others() {
             code: Code::Ok
         }
     );
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[offset..].fill(0);
-    std::fs::write(&file, bytes).unwrap();
+    tear_off(&file, offset);
     // And the broadcast log has it, as it had before shard 0 was given it
     // (reopening emptied it of the first ones; the crash came after the
     // third was written).
@@ -659,9 +665,7 @@ fn a_settle_closed_on_one_shard_only_is_closed_on_the_other() {
         matches!(request, Request::Internal(_)),
         "the close: {last:?}"
     );
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[offset..].fill(0);
-    std::fs::write(&file, bytes).unwrap();
+    tear_off(&file, offset);
 
     let engine = Engine::open(two_shards.clone()).unwrap();
     let report = engine.recovery_report();
@@ -707,9 +711,7 @@ fn a_settle_cut_without_its_close_is_absent_and_its_retry_settles() {
             ),
             "shard {shard}: {last:?}"
         );
-        let mut bytes = std::fs::read(&file).unwrap();
-        bytes[offset..].fill(0);
-        std::fs::write(&file, bytes).unwrap();
+        tear_off(&file, offset);
     }
     let (mut log, entries) = debitcore::wal::broadcasts::BroadcastLog::open(&dir).unwrap();
     let (last, close) = entries.last().unwrap().clone();
